@@ -1,0 +1,1 @@
+"""QualityDesk Ingest: website forms and chat starts into the customer database, minimised."""

@@ -1,0 +1,193 @@
+"""What every adapter is, and the strict body parsers they share (pure: no I/O, no logging)."""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import hmac
+import json
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from ingest.config import Source
+from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.errors import InvalidSignature, MalformedBody, UnsupportedMediaType, ValidationFailed
+
+MAX_FORM_FIELDS = 200
+_CHARSETS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "us-ascii": "ascii",
+    "ascii": "ascii",
+    "iso-8859-1": "latin-1",
+    "latin-1": "latin-1",
+    "latin1": "latin-1",
+    "windows-1252": "cp1252",
+    "cp1252": "cp1252",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event we understood and deliberately do not store (answered 2xx)."""
+
+    reason: str
+    delivery_id: str | None = None
+    looks_like_success: bool = False  # honeypot: a bot must not learn it was caught
+
+
+Item = RawSubmission | Ignored
+
+
+class Adapter(Protocol):
+    """Authenticates a provider's request and extracts raw submissions from it."""
+
+    name: ClassVar[str]
+    channels: ClassVar[frozenset[Channel]]
+    needs_secret: ClassVar[bool]
+    needs_origin: ClassVar[bool]
+    content_types: ClassVar[frozenset[str]]
+
+    def check_source(self, source: Source, key: Callable[[str], str]) -> None:
+        """Raise ConfigError (naming the key) if the source's settings cannot work."""
+
+    def parse(self, source: Source, request: InboundRequest) -> Sequence[Item]:
+        """Verify the request on its raw bytes, then extract the items it carries."""
+
+
+class BaseAdapter:
+    """Defaults shared by adapters: JSON bodies, a secret, no per-source checks."""
+
+    name: ClassVar[str] = ""
+    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
+    needs_secret: ClassVar[bool] = True
+    needs_origin: ClassVar[bool] = False
+    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+
+    def check_source(self, source: Source, key: Callable[[str], str]) -> None:
+        """Accept any settings by default."""
+
+
+def media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type header into its lower-cased media type and parameters."""
+    msg = email.message.Message()
+    msg["content-type"] = content_type
+    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
+    return msg.get_content_type().lower(), params
+
+
+def require_content_type(adapter: Adapter, request: InboundRequest) -> tuple[str, dict[str, str]]:
+    """Refuse a body whose media type this adapter does not read."""
+    kind, params = media_type(request.content_type or "")
+    if kind not in adapter.content_types:
+        raise UnsupportedMediaType
+    return kind, params
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedBody
+        result[key] = value
+    return result
+
+
+def _reject_constant(_: str) -> None:
+    raise MalformedBody
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object strictly: UTF-8, no duplicate keys, no NaN, bounded depth."""
+    try:
+        text = body.decode("utf-8-sig" if body.startswith(b"\xef\xbb\xbf") else "utf-8")
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and ints over Python's digit limit.
+        raise MalformedBody from None
+    if not isinstance(value, dict):
+        raise MalformedBody
+    return value
+
+
+def decode_text(body: bytes, params: Mapping[str, str]) -> str:
+    """Decode a text body by its declared charset (UTF-8 when none)."""
+    charset = _CHARSETS.get(params.get("charset", "utf-8").strip().lower())
+    if charset is None:
+        raise UnsupportedMediaType
+    try:
+        return body.decode(charset)
+    except UnicodeDecodeError:
+        raise MalformedBody from None
+
+
+def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Parse application/x-www-form-urlencoded into ordered pairs."""
+    text = decode_text(body, params)
+    try:
+        return urllib.parse.parse_qsl(
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+        )
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedBody from None
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """Parse multipart/form-data text fields; file parts are refused."""
+    if "boundary=" not in content_type.lower():
+        raise MalformedBody
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    try:
+        message = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    except (ValueError, UnicodeError, IndexError, TypeError):
+        raise MalformedBody from None
+    if not message.is_multipart():
+        raise MalformedBody
+    parts = message.get_payload()
+    if not isinstance(parts, list) or not parts or len(parts) > MAX_FORM_FIELDS:
+        raise MalformedBody
+    pairs = []
+    for part in parts:
+        if (
+            not isinstance(part, email.message.Message)
+            or part.is_multipart()
+            or part.get_content_disposition() != "form-data"
+        ):
+            raise MalformedBody
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise MalformedBody
+        if part.get_param("filename", header="content-disposition") is not None:
+            raise ValidationFailed({name[:100]: ["File uploads are not accepted."]})
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            raise MalformedBody
+        charset = part.get_content_charset() or "utf-8"
+        pairs.append((name, decode_text(payload, {"charset": charset})))
+    return pairs
+
+
+def form_pairs(adapter: Adapter, request: InboundRequest) -> list[tuple[str, str]]:
+    """Parse a urlencoded or multipart body into (name, value) pairs."""
+    kind, params = require_content_type(adapter, request)
+    if kind == "multipart/form-data":
+        return parse_multipart(request.body, request.content_type)
+    return parse_urlencoded(request.body, params)
+
+
+def secret_matches(secrets: Sequence[str], compute: Callable[[bytes], bytes], given: bytes) -> bool:
+    """Constant-time check of `given` against the signature under each configured secret."""
+    matched = False
+    for secret in secrets:
+        # No short-circuit: every secret is tried, so timing says nothing of which one.
+        matched |= hmac.compare_digest(compute(secret.encode("utf-8")), given)
+    return matched
+
+
+def require(condition: bool) -> None:
+    """Raise InvalidSignature unless condition holds."""
+    if not condition:
+        raise InvalidSignature

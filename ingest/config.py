@@ -1,0 +1,432 @@
+"""Load and validate ingest.toml once, into frozen objects; errors name the key path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import phonenumbers
+
+from ingest.domain import Channel, ConsentText
+from ingest.errors import ConfigError
+
+NOTICE_PURPOSES = (
+    "contact",
+    "customer_relationship",
+    "services",
+    "business_development",
+    "direct_marketing",
+)
+LAWFUL_BASES = (
+    "consent",
+    "contract",
+    "legal_obligation",
+    "vital_interests",
+    "public_task",
+    "legitimate_interest",
+)
+ADMIN_SCOPES = ("export", "erase", "opt-out", "purge")
+CANONICAL_FIELDS = ("name", "first_name", "last_name", "email", "phone", "message")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_CONSENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """A purpose of the privacy notice and how long its data may be kept."""
+
+    name: str
+    lawful_basis: str
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One place submissions come from: a form or a chat integration."""
+
+    name: str
+    channel: Channel
+    format: str
+    purposes: tuple[str, ...]
+    secrets: tuple[str, ...] = ()
+    allowed_origins: frozenset[str] = frozenset()
+    consent_fields: Mapping[str, str] = field(default_factory=dict)
+    field_map: Mapping[str, str] = field(default_factory=dict)
+    success_url: str | None = None
+    error_url: str | None = None
+    honeypot_field: str = "_gotcha"
+    min_fill_seconds: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """A named admin bearer token: only its SHA-256 is known to the service."""
+
+    name: str
+    sha256: bytes
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request limits and batching knobs."""
+
+    max_body_bytes: int = 64 * 1024
+    body_timeout_seconds: float = 10.0
+    batch_max_rows: int = 200
+    batch_max_wait_ms: float = 2.0
+    rate_per_client_per_minute: int = 60
+    rate_per_source_per_second: int = 500
+    max_concurrent_requests: int = 512
+    pending_chat_ttl_hours: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration."""
+
+    notice_version: str
+    default_region: str
+    purposes: Mapping[str, Purpose]
+    consents: Mapping[str, ConsentText]
+    sources: Mapping[str, Source]
+    admin_tokens: tuple[AdminToken, ...]
+    limits: Limits
+    notice_url: str | None = None
+    path: str | None = None
+
+
+def consent_text(consent_id: str, purpose: str, text: str) -> ConsentText:
+    """Build a content-addressed consent text (NFC-normalised words and their SHA-256)."""
+    words = unicodedata.normalize("NFC", text)
+    digest = hashlib.sha256(words.encode("utf-8")).hexdigest()
+    return ConsentText(consent_id=consent_id, purpose=purpose, text=words, text_sha256=digest)
+
+
+def default_config_path() -> Path:
+    """Return INGEST_CONFIG, else ./ingest.toml, else the packaged example."""
+    env = os.environ.get("INGEST_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("ingest.toml")
+    if local.is_file():
+        return local
+    return packaged_example()
+
+
+def packaged_example() -> Path:
+    """Locate the example config in a wheel (ingest/) or a checkout (deploy/)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "ingest.example.toml", here.parent / "deploy" / "ingest.example.toml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("no configuration file: set INGEST_CONFIG or create ingest.toml")
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the TOML file at `path`, resolving secrets from `environ`."""
+    path = path or default_config_path()
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = parse_config(raw, environ)
+    return Config(**{**_fields(config), "path": str(path)})
+
+
+def _fields(config: Config) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in Config.__dataclass_fields__}
+
+
+class _Reader:
+    """Typed access to one TOML table that reports errors by key path."""
+
+    def __init__(self, table: object, path: str) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path or 'top level'}: must be a table")
+        self.table = cast("dict[str, Any]", table)
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if default is ...:
+                raise ConfigError(f"{self.key(name)}: required")
+            return default
+        value = self.table[name]
+        # bool is an int in Python; a count given as `true` is a mistake.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}")
+        return value
+
+    def string_list(self, name: str, default: Any = ...) -> list[str]:
+        value = self.get(name, list, default)
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{self.key(name)}: expected a list of strings")
+        return list(value)
+
+    def string_map(self, name: str) -> dict[str, str]:
+        value = self.get(name, dict, {})
+        for sub, item in value.items():
+            if not isinstance(item, str):
+                raise ConfigError(f"{self.key(name)}.{sub}: expected a string")
+        return dict(value)
+
+    def sub(self, name: str) -> _Reader:
+        self.used.add(name)
+        return _Reader(self.table.get(name, {}), self.key(name))
+
+    def reject_unknown(self, allowed_extra: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(self.table) - self.used - set(allowed_extra))
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "a table",
+        bool: "true or false",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Validate an already-parsed TOML document."""
+    top = _Reader(dict(raw), "")
+    notice_version = top.get("notice_version", str)
+    if not notice_version.strip():
+        raise ConfigError("notice_version: must not be empty")
+    region = top.get("default_region", str, "FI")
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError("default_region: not a known ISO 3166 region code")
+    notice_url = top.get("notice_url", str, None)
+    purposes = _purposes(top.sub("purposes"))
+    consents = _consents(top.sub("consents"), purposes)
+    sources = _sources(top.sub("sources"), purposes, consents, environ)
+    tokens = _admin_tokens(top.sub("admin_tokens"), environ)
+    limits = _limits(top.sub("limits"))
+    top.reject_unknown()
+    return Config(
+        notice_version=notice_version,
+        default_region=region,
+        purposes=purposes,
+        consents=consents,
+        sources=sources,
+        admin_tokens=tokens,
+        limits=limits,
+        notice_url=notice_url,
+    )
+
+
+def _purposes(table: _Reader) -> dict[str, Purpose]:
+    purposes = {}
+    for name in table.table:
+        if name not in NOTICE_PURPOSES:
+            raise ConfigError(
+                f"{table.key(name)}: not a purpose of the privacy notice ({', '.join(NOTICE_PURPOSES)})"
+            )
+        item = table.sub(name)
+        basis = item.get("lawful_basis", str)
+        if basis not in LAWFUL_BASES:
+            raise ConfigError(f"{item.key('lawful_basis')}: one of {', '.join(LAWFUL_BASES)}")
+        days = item.get("retention_days", int)
+        if days < 1:
+            raise ConfigError(f"{item.key('retention_days')}: must be at least 1")
+        item.reject_unknown()
+        purposes[name] = Purpose(name=name, lawful_basis=basis, retention_days=days)
+    if not purposes:
+        raise ConfigError("purposes: at least one purpose is required")
+    return purposes
+
+
+def _consents(table: _Reader, purposes: Mapping[str, Purpose]) -> dict[str, ConsentText]:
+    consents = {}
+    for consent_id in table.table:
+        if not _CONSENT_ID_RE.match(consent_id):
+            raise ConfigError(f"{table.key(consent_id)}: letters, digits and _.:- only")
+        item = table.sub(consent_id)
+        purpose = item.get("purpose", str)
+        if purpose not in purposes:
+            raise ConfigError(f"{item.key('purpose')}: no such purpose in [purposes]")
+        text = item.get("text", str)
+        if not text.strip():
+            raise ConfigError(f"{item.key('text')}: must not be empty")
+        item.reject_unknown()
+        consents[consent_id] = consent_text(consent_id, purpose, text)
+    return consents
+
+
+def _sources(
+    table: _Reader,
+    purposes: Mapping[str, Purpose],
+    consents: Mapping[str, ConsentText],
+    environ: Mapping[str, str],
+) -> dict[str, Source]:
+    sources = {}
+    for name in table.table:
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{table.key(name)}: lower-case letters, digits, - and _ only")
+        sources[name] = _source(name, table.sub(name), purposes, consents, environ)
+    return sources
+
+
+def _source(
+    name: str,
+    item: _Reader,
+    purposes: Mapping[str, Purpose],
+    consents: Mapping[str, ConsentText],
+    environ: Mapping[str, str],
+) -> Source:
+    from ingest.adapters import ADAPTERS  # noqa: PLC0415 - adapters import config types
+
+    channel = item.get("channel", str)
+    if channel not in ("form", "chat"):
+        raise ConfigError(f"{item.key('channel')}: form or chat")
+    fmt = item.get("format", str)
+    adapter = ADAPTERS.get(fmt)
+    if adapter is None:
+        raise ConfigError(f"{item.key('format')}: unknown format (known: {', '.join(sorted(ADAPTERS))})")
+    if channel not in adapter.channels:
+        served = "/".join(sorted(adapter.channels))
+        raise ConfigError(f"{item.key('channel')}: format {fmt} serves {served}")
+    origins = _origins(item)
+    if adapter.needs_origin and not origins:
+        raise ConfigError(f"{item.key('allowed_origins')}: required for format {fmt}")
+    source = Source(
+        name=name,
+        channel=cast("Channel", channel),
+        format=fmt,
+        purposes=_source_purposes(item, purposes),
+        secrets=_secrets(item, environ, required=adapter.needs_secret),
+        allowed_origins=origins,
+        consent_fields=_consent_fields(item, consents),
+        field_map=_field_map(item),
+        success_url=_url(item, "success_url"),
+        error_url=_url(item, "error_url"),
+        honeypot_field=item.get("honeypot_field", str, "_gotcha"),
+        min_fill_seconds=float(item.get("min_fill_seconds", (int, float), 0)),
+        options=item.get("options", dict, {}),
+    )
+    item.reject_unknown()
+    adapter.check_source(source, item.key)
+    return source
+
+
+def _source_purposes(item: _Reader, purposes: Mapping[str, Purpose]) -> tuple[str, ...]:
+    names = item.string_list("purposes")
+    if not names:
+        raise ConfigError(f"{item.key('purposes')}: at least one purpose")
+    for purpose in names:
+        if purpose not in purposes:
+            raise ConfigError(f"{item.key('purposes')}: {purpose!r} is not defined in [purposes]")
+    return tuple(names)
+
+
+def _consent_fields(item: _Reader, consents: Mapping[str, ConsentText]) -> dict[str, str]:
+    mapping = item.string_map("consent_fields")
+    for form_field, consent_id in mapping.items():
+        if consent_id not in consents:
+            raise ConfigError(
+                f"{item.key('consent_fields')}.{form_field}: no consent {consent_id!r} in [consents]"
+            )
+    return mapping
+
+
+def _field_map(item: _Reader) -> dict[str, str]:
+    mapping = item.string_map("fields")
+    for canonical in mapping:
+        if canonical not in CANONICAL_FIELDS:
+            raise ConfigError(f"{item.key('fields')}.{canonical}: one of {', '.join(CANONICAL_FIELDS)}")
+    return mapping
+
+
+def _origins(item: _Reader) -> frozenset[str]:
+    origins = item.string_list("allowed_origins", [])
+    for origin in origins:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError(
+                f"{item.key('allowed_origins')}: {origin!r} is not an origin (scheme://host[:port])"
+            )
+    return frozenset(origins)
+
+
+def _url(item: _Reader, key: str) -> str | None:
+    url = item.get(key, str, None)
+    if url is not None and not re.match(r"^https?://\S+$", url):
+        raise ConfigError(f"{item.key(key)}: must be an absolute http(s) URL")
+    return cast("str | None", url)
+
+
+def _secrets(item: _Reader, environ: Mapping[str, str], *, required: bool) -> tuple[str, ...]:
+    """Resolve secret_env: one variable name or a list (old and new, for rotation)."""
+    names = item.get("secret_env", (str, list), None)
+    if names is None:
+        if required:
+            raise ConfigError(
+                f"{item.key('secret_env')}: required (the environment variable holding the secret)"
+            )
+        return ()
+    if isinstance(names, str):
+        names = [names]
+    secrets = []
+    for env_name in names:
+        if not isinstance(env_name, str) or not env_name:
+            raise ConfigError(f"{item.key('secret_env')}: environment variable names")
+        value = environ.get(env_name, "")
+        if not value.strip():
+            raise ConfigError(f"{item.key('secret_env')}: environment variable {env_name} is not set")
+        secrets.append(value.strip())
+    return tuple(secrets)
+
+
+def _admin_tokens(table: _Reader, environ: Mapping[str, str]) -> tuple[AdminToken, ...]:
+    tokens = []
+    for name in table.table:
+        item = table.sub(name)
+        env_name = item.get("token_sha256_env", str)
+        value = environ.get(env_name, "").strip().lower()
+        if not value:
+            raise ConfigError(f"{item.key('token_sha256_env')}: environment variable {env_name} is not set")
+        if not _SHA256_HEX_RE.match(value):
+            raise ConfigError(f"{item.key('token_sha256_env')}: {env_name} must hold a hex SHA-256")
+        scopes = item.string_list("scopes")
+        for scope in scopes:
+            if scope not in ADMIN_SCOPES:
+                raise ConfigError(f"{item.key('scopes')}: {scope!r} is not one of {', '.join(ADMIN_SCOPES)}")
+        item.reject_unknown()
+        tokens.append(AdminToken(name=name, sha256=bytes.fromhex(value), scopes=frozenset(scopes)))
+    return tuple(tokens)
+
+
+def _limits(table: _Reader) -> Limits:
+    defaults = Limits()
+    values: dict[str, Any] = {}
+    for name, default in ((f, getattr(defaults, f)) for f in Limits.__dataclass_fields__):
+        kind: type | tuple[type, ...] = (int, float) if isinstance(default, float) else int
+        value = table.get(name, kind, default)
+        if value <= 0:
+            raise ConfigError(f"{table.key(name)}: must be positive")
+        values[name] = value
+    table.reject_unknown()
+    return Limits(**values)

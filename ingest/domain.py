@@ -1,0 +1,101 @@
+"""Small frozen types handed from stage to stage; the type says how far the data has got."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Channel = Literal["form", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """What the web layer hands an adapter: untrusted bytes and headers, nothing of aiohttp."""
+
+    headers: dict[str, str]  # lower-cased names
+    query: dict[str, str]
+    body: bytes
+    content_type: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RawSubmission:
+    """Untrusted fields pulled out of a provider payload, before validation.
+
+    Values are whatever the provider sent (strings, numbers, lists); the schema
+    decides. `consents` maps a consent id to the person's answer.
+    """
+
+    fields: dict[str, object]
+    consents: dict[str, object] = field(default_factory=dict)
+    delivery_id: str | None = None
+    # Consent wording that arrived with the payload (HubSpot legalConsentOptions):
+    # consent id -> (purpose, exact text). Config consents need no entry here.
+    inline_consent_texts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # True when this is a chat start: no contact details means "ignored", not 422.
+    optional_contact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """Validated, normalised and minimised: only these four personal fields exist."""
+
+    name: str | None
+    email: str | None
+    phone: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentText:
+    """The exact words a person was shown for one consent item."""
+
+    consent_id: str
+    purpose: str
+    text: str
+    text_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentDecision:
+    """One consent item shown to the person, and whether they granted it."""
+
+    consent: ConsentText
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeRecord:
+    """A purpose the submission is processed for, with its lawful basis."""
+
+    purpose: str
+    lawful_basis: str
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A submission ready to commit: data plus provenance, purposes and consent."""
+
+    submission: Submission
+    source: str
+    channel: Channel
+    delivery_id: str | None
+    notice_version: str
+    purposes: tuple[PurposeRecord, ...]
+    consents: tuple[ConsentDecision, ...]
+    received_at: datetime
+    # Wording that arrived with the payload (not in config), stored once on first use.
+    new_texts: tuple[ConsentText, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one delivery."""
+
+    status: Literal["created", "duplicate", "ignored"]
+    submission_id: uuid.UUID | None = None
+    reason: str | None = None

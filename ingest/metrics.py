@@ -1,0 +1,64 @@
+"""Prometheus metrics: labels are source names, routes, codes, never personal data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The service's metrics, in a registry of its own (one per app)."""
+
+    registry: CollectorRegistry
+    submissions: Counter
+    requests: Counter
+    latency: Histogram
+    batch_size: Histogram
+    pool_in_use: Gauge
+    signature_failures: Counter
+
+
+def create_metrics() -> Metrics:
+    """Build a fresh registry with every metric."""
+    registry = CollectorRegistry()
+    return Metrics(
+        registry=registry,
+        submissions=Counter(
+            "ingest_submissions",
+            "Deliveries by source, channel and outcome (created, duplicate, ignored, rejected_<code>)",
+            ["source", "channel", "outcome"],
+            registry=registry,
+        ),
+        requests=Counter(
+            "ingest_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=registry,
+        ),
+        latency=Histogram(
+            "ingest_http_request_duration_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        ),
+        batch_size=Histogram(
+            "ingest_commit_batch_size",
+            "Submissions committed per transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        ),
+        pool_in_use=Gauge(
+            "ingest_db_pool_in_use",
+            "Database connections in use",
+            registry=registry,
+        ),
+        signature_failures=Counter(
+            "ingest_signature_failures",
+            "Requests refused for a bad signature, by source",
+            ["source"],
+            registry=registry,
+        ),
+    )

@@ -1,0 +1,161 @@
+"""The service layer: validate, decide purposes and consent, and commit in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+import asyncpg
+from marshmallow import ValidationError
+
+from ingest import consent, repository
+from ingest.config import Config, Source
+from ingest.domain import Envelope, Outcome, RawSubmission
+from ingest.errors import Unavailable, ValidationFailed
+from ingest.pseudonyms import email_key, phone_key
+from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema, load_submission
+
+T = TypeVar("T")
+
+# What "the database is unavailable" looks like from asyncpg: the connection
+# failed, was cut, the server is starting/stopping, full, or read-only (failover).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # rides out blips of about two seconds
+
+
+async def with_retries(operation: Callable[[], Awaitable[T]], delays: tuple[float, ...] = RETRY_DELAYS) -> T:
+    """Run `operation`, retrying transient database failures; then answer 503."""
+    for delay in (*delays, None):
+        try:
+            return await operation()
+        except TRANSIENT_ERRORS:
+            if delay is None:
+                raise Unavailable from None
+            await asyncio.sleep(delay)
+    raise Unavailable  # pragma: no cover - the loop always returns or raises
+
+
+class IngestService:
+    """Turns raw submissions into committed rows."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool, pepper: str) -> None:
+        self.config = config
+        self.pool = pool
+        self.pepper = pepper
+        self.schema = SubmissionSchema(config.default_region)  # built once, reused
+
+    def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:
+        """Validate and minimise; return the envelope to commit, or an 'ignored' outcome."""
+        try:
+            submission = load_submission(self.schema, raw.fields)
+        except ValidationError as exc:
+            raise ValidationFailed(_field_messages(exc)) from None
+        if submission.email is None and submission.phone is None:
+            if raw.optional_contact:
+                return Outcome("ignored", reason="no_contact_details")
+            raise ValidationFailed({"email": [CONTACT_REQUIRED], "phone": [CONTACT_REQUIRED]})
+        purposes, decisions = consent.decide(self.config, source, raw)
+        return Envelope(
+            submission=submission,
+            source=source.name,
+            channel=source.channel,
+            delivery_id=raw.delivery_id,
+            notice_version=self.config.notice_version,
+            purposes=purposes,
+            consents=decisions,
+            received_at=received_at,
+            new_texts=tuple(d.consent for d in decisions if d.consent.consent_id not in self.config.consents),
+        )
+
+    async def accept(self, source: Source, raw: RawSubmission, received_at: datetime) -> Outcome:
+        """Validate, then commit; returns only after COMMIT."""
+        prepared = self.prepare(source, raw, received_at)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return await self.commit(prepared)
+
+    async def commit(self, envelope: Envelope) -> Outcome:
+        """Write the envelope in one transaction (retrying transient failures)."""
+        return await with_retries(lambda: self._commit_once(envelope))
+
+    async def _commit_once(self, envelope: Envelope) -> Outcome:
+        submission_id = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await write_envelope(conn, envelope, submission_id, self.pepper)
+
+
+async def write_envelope(
+    conn: repository.Conn, envelope: Envelope, submission_id: uuid.UUID, pepper: str
+) -> Outcome:
+    """All the statements of one submission, inside the caller's transaction."""
+    if envelope.delivery_id is not None:
+        first = await repository.claim_delivery(conn, envelope.source, envelope.delivery_id, submission_id)
+        if first is not None:
+            return Outcome("duplicate", submission_id=first)
+    data = envelope.submission
+    phone_hash = phone_key(pepper, data.phone) if data.phone else None
+    if data.email is not None:
+        contact_id = await repository.upsert_contact_by_email(
+            conn,
+            data.name,
+            data.email,
+            data.phone,
+            email_key(pepper, data.email),
+            phone_hash,
+            envelope.received_at,
+        )
+    else:
+        assert data.phone is not None  # noqa: S101 - prepare() guarantees e-mail or phone
+        assert phone_hash is not None  # noqa: S101
+        contact_id = await repository.upsert_contact_by_phone(
+            conn, data.name, data.phone, phone_hash, envelope.received_at
+        )
+    await repository.insert_submission(
+        conn,
+        submission_id,
+        contact_id,
+        envelope.source,
+        envelope.channel,
+        data.message,
+        envelope.notice_version,
+        envelope.received_at,
+    )
+    await repository.insert_purposes(conn, submission_id, envelope.purposes)
+    if envelope.new_texts:
+        await repository.ensure_consent_texts(conn, envelope.new_texts)
+    if envelope.consents:
+        await repository.insert_consent_events(
+            conn,
+            contact_id,
+            submission_id,
+            envelope.consents,
+            envelope.source,
+            envelope.notice_version,
+            envelope.received_at,
+        )
+    await repository.notify_submission(conn, submission_id)
+    return Outcome("created", submission_id=submission_id)
+
+
+def _field_messages(exc: ValidationError) -> dict[str, list[str]]:
+    """Flatten marshmallow's messages to field -> list of strings (no values)."""
+    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    flat: dict[str, list[str]] = {}
+    for name, value in messages.items():
+        items = list(value.values()) if isinstance(value, dict) else value
+        flat[str(name)] = [str(v) for v in items] if isinstance(items, list) else [str(items)]
+    return flat

@@ -1,0 +1,161 @@
+"""POST /v1/forms/{source} and /v1/chats/{source}: resolve, read, adapt, accept, render."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ingest import errors
+from ingest.adapters import ADAPTERS
+from ingest.adapters.base import Ignored, Item
+from ingest.config import Source
+from ingest.domain import Channel, InboundRequest, Outcome
+from ingest.web.keys import CONFIG, LOG_INFO, METRICS, SERVICE
+
+_CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
+
+
+def resolve_source(request: web.Request) -> Source:
+    """The configured source named in the URL, on the channel of the URL."""
+    channel = _CHANNELS[request.match_info["kind"]]
+    source = request.app[CONFIG].sources.get(request.match_info["source"])
+    if source is None or source.channel != channel:
+        raise errors.UnknownSource
+    request[LOG_INFO].update(source=source.name, channel=source.channel, format=source.format)
+    return source
+
+
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """Read at most `limit` bytes within `seconds` (slow bodies are cut off)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge
+    chunks = []
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.PayloadTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.RequestTimeout from None
+    return b"".join(chunks)
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser navigating (not a script asking for JSON)."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _cors_headers(request: web.Request, source: Source) -> dict[str, str]:
+    origin = request.headers.get("Origin", "")
+    if origin in source.allowed_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """CORS preflight for html sources posting with fetch()."""
+    source = resolve_source(request)
+    headers = _cors_headers(request, source)
+    if not headers:
+        raise errors.OriginNotAllowed
+    headers.update(
+        {
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Content-Type, Accept",
+            "Access-Control-Max-Age": "600",
+        }
+    )
+    return web.Response(status=204, headers=headers)
+
+
+async def receive(request: web.Request) -> web.StreamResponse:
+    """Handle one delivery from a form or chat source."""
+    source = resolve_source(request)
+    browser = source.format == "html" and wants_html(request)
+    try:
+        outcomes = await _process(request, source)
+    except errors.IngestError as exc:
+        request.app[METRICS].submissions.labels(source.name, source.channel, f"rejected_{exc.code}").inc()
+        if exc.code == "invalid_signature":
+            request.app[METRICS].signature_failures.labels(source.name).inc()
+        if browser and source.error_url and exc.status != 503:  # noqa: PLR2004
+            request[LOG_INFO]["error"] = exc.code
+            return _see_other(
+                f"{source.error_url}{'&' if '?' in source.error_url else '?'}{urlencode({'error': exc.code})}"
+            )
+        raise
+    for outcome in outcomes:
+        request.app[METRICS].submissions.labels(source.name, source.channel, outcome.status).inc()
+    headers = _cors_headers(request, source) if source.format == "html" else {}
+    if len(outcomes) != 1:
+        request[LOG_INFO].update(outcome="batch", count=len(outcomes))
+        return web.json_response(
+            {"status": "processed", "results": [_outcome_body(o) for o in outcomes]}, headers=headers
+        )
+    outcome = outcomes[0]
+    request[LOG_INFO]["outcome"] = outcome.status
+    if browser and source.success_url and outcome.status in ("created", "duplicate"):
+        return _see_other(source.success_url)
+    status = {"created": 201, "duplicate": 200, "ignored": 202}[outcome.status]
+    return web.json_response(_outcome_body(outcome), status=status, headers=headers)
+
+
+async def _process(request: web.Request, source: Source) -> list[Outcome]:
+    config = request.app[CONFIG]
+    adapter = ADAPTERS[source.format]
+    if adapter.needs_origin:
+        # Refuse before reading: a wrong origin never gets to send a body.
+        from ingest.adapters.html import check_origin  # noqa: PLC0415
+
+        check_origin(source, _headers_only(request))
+    received_at = datetime.now(UTC)
+    body = await read_body(request, config.limits.max_body_bytes, config.limits.body_timeout_seconds)
+    inbound = InboundRequest(
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query),
+        body=body,
+        content_type=request.headers.get("Content-Type", ""),
+        received_at=received_at,
+    )
+    items = adapter.parse(source, inbound)
+    service = request.app[SERVICE]
+    return [await _accept(service, source, item, received_at) for item in items]
+
+
+async def _accept(service: Any, source: Source, item: Item, received_at: datetime) -> Outcome:
+    if isinstance(item, Ignored):
+        if item.looks_like_success:
+            # Honeypot: answer like a success with an id that was never stored.
+            return Outcome("created", submission_id=uuid.uuid4(), reason=item.reason)
+        return Outcome("ignored", reason=item.reason)
+    outcome: Outcome = await service.accept(source, item, received_at)
+    return outcome
+
+
+def _headers_only(request: web.Request) -> InboundRequest:
+    return InboundRequest(
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query={},
+        body=b"",
+        content_type="",
+        received_at=datetime.now(UTC),
+    )
+
+
+def _outcome_body(outcome: Outcome) -> dict[str, Any]:
+    if outcome.status == "ignored":
+        return {"status": "ignored", "reason": outcome.reason}
+    return {"status": outcome.status, "submission_id": str(outcome.submission_id)}
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})

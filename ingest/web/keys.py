@@ -1,0 +1,19 @@
+"""Typed application keys."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from ingest.config import Config
+from ingest.metrics import Metrics
+from ingest.service import IngestService
+
+CONFIG = web.AppKey("config", Config)
+DSN = web.AppKey("dsn", str)
+PEPPER = web.AppKey("pepper", str)
+METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
+SERVICE = web.AppKey("service", IngestService)
+# Per-request facts for the request log line (ids, codes, names; never values).
+LOG_INFO = web.RequestKey("log", dict)

@@ -1,0 +1,92 @@
+"""One JSON error middleware and one log line per request."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ingest import errors
+from ingest.logs import where
+from ingest.web.keys import LOG_INFO, METRICS
+
+log = structlog.get_logger("ingest.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_HTTP_CODES = {
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def error_response(error: errors.IngestError) -> web.Response:
+    """Render an IngestError as its JSON body, status and headers."""
+    return web.json_response(error.body(), status=error.status, headers=dict(error.headers))
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    kind = _HTTP_CODES.get(exc.status)
+    if kind is not None:
+        return error_response(kind())
+    code = re.sub(r"[^a-z]+", "_", exc.reason.lower()).strip("_") or "error"
+    return web.json_response({"error": code}, status=exc.status)
+
+
+async def _dispatch(request: web.Request, handler: Handler, info: dict[str, Any]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.IngestError as exc:
+        info.setdefault("error", exc.code)
+        return error_response(exc)
+    except web.HTTPException as exc:
+        response = _from_http_exception(exc)
+        info.setdefault("error", f"http_{exc.status}")
+        return response
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into 500
+        # Type and location only: exception messages can quote personal data.
+        log.error("unhandled_error", exc_type=type(exc).__name__, where=where(exc))  # noqa: TRY400
+        info["error"] = "internal"
+        return web.json_response({"error": "internal"}, status=500)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, render errors as JSON, count and log the request once."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    info: dict[str, Any] = {}
+    request[LOG_INFO] = info
+    started = time.perf_counter()
+    status = 500
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await _dispatch(request, handler, info)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        if route not in QUIET_ROUTES or status >= 400:  # noqa: PLR2004
+            log.info(
+                "request",
+                method=request.method,
+                route=route,
+                status=status,
+                latency_ms=round(elapsed * 1000, 2),
+                **info,
+            )
+        structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,114 @@
+"""Fixtures: a real PostgreSQL, a template database cloned per test, the real app factory.
+
+The server is DATABASE_URL when set, else an embedded throwaway one; logs are captured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ingest import migrations
+from ingest.logs import configure_logging
+from ingest.web.app import create_app
+from tests.support import PEPPER, make_config, quote_db_name, with_database
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """The PostgreSQL server the tests use: DATABASE_URL, or an embedded throwaway one."""
+    dsn = os.environ.get("DATABASE_URL")
+    if dsn:
+        yield dsn
+        return
+    from ingest.embedded import embedded_postgres
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ingest-test-pg-") as tmp,
+        embedded_postgres(Path(tmp)) as embedded,
+    ):
+        yield embedded
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    """A database migrated once per session, cloned by every test."""
+    name = f"ingest_tpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_dsn, f"CREATE DATABASE {quote_db_name(name)}"))
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(with_database(server_dsn, name))
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    yield name
+    asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
+
+
+@pytest.fixture
+def empty_db(server_dsn: str) -> Iterator[str]:
+    """A fresh, unmigrated database."""
+    name = f"ingest_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_dsn, f"CREATE DATABASE {quote_db_name(name)}"))
+    yield with_database(server_dsn, name)
+    asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
+
+
+@pytest.fixture
+def db_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for one test (cloned from the template)."""
+    name = f"ingest_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(
+        _admin(server_dsn, f"CREATE DATABASE {quote_db_name(name)} TEMPLATE {quote_db_name(template_db)}")
+    )
+    yield with_database(server_dsn, name)
+    asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def db(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the test database, for looking at what was stored."""
+    conn = await asyncpg.connect(db_dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the service logs during the test, as JSON lines."""
+    buffer = io.StringIO()
+    configure_logging(buffer)
+    yield buffer
+    configure_logging(io.StringIO())
+
+
+@pytest.fixture
+def config():
+    """The test configuration (tests may build their own with make_config)."""
+    return make_config()
+
+
+@pytest.fixture
+async def client(aiohttp_client, db_dsn, config, log_output):
+    """A test client for the app built by the real factory, on a fresh database."""
+    return await aiohttp_client(create_app(config, db_dsn, PEPPER))

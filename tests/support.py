@@ -1,0 +1,135 @@
+"""Helpers shared by the tests: database names, configs, signing, dumps."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from standardwebhooks import Webhook
+
+from ingest.config import Config, parse_config
+
+PARTNER_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ORIGIN = "https://www.qualitydesk.com"
+ADMIN_TOKEN = "test-admin-token-please-rotate"
+PEPPER = "test-pepper-0123456789abcdef"
+MARKETING_TEXT = "Yes, send me QualityDesk news by e-mail. I can unsubscribe at any time."
+
+_DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def quote_db_name(name: str) -> str:
+    """Quote a database name we generated ourselves (identifiers cannot be parameters)."""
+    if not _DB_NAME_RE.match(name):
+        raise ValueError("unexpected database name")
+    return f'"{name}"'
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def base_config_dict() -> dict[str, Any]:
+    """A config exercising every generic format and consent."""
+    return {
+        "notice_version": "2024-01",
+        "default_region": "FI",
+        "purposes": {
+            "contact": {"lawful_basis": "legitimate_interest", "retention_days": 730},
+            "customer_relationship": {"lawful_basis": "legitimate_interest", "retention_days": 1095},
+            "direct_marketing": {"lawful_basis": "consent", "retention_days": 730},
+        },
+        "consents": {
+            "marketing-email-v1": {"purpose": "direct_marketing", "text": MARKETING_TEXT},
+        },
+        "sources": {
+            "website-contact": {
+                "channel": "form",
+                "format": "html",
+                "allowed_origins": [ORIGIN],
+                "purposes": ["contact", "customer_relationship"],
+                "consent_fields": {"marketing": "marketing-email-v1"},
+                "success_url": f"{ORIGIN}/thanks",
+                "error_url": f"{ORIGIN}/oops",
+            },
+            "partner-forms": {
+                "channel": "form",
+                "format": "json",
+                "secret_env": "PARTNER_FORMS_SECRET",
+                "purposes": ["contact"],
+            },
+            "partner-chat": {
+                "channel": "chat",
+                "format": "json",
+                "secret_env": "PARTNER_FORMS_SECRET",
+                "purposes": ["contact"],
+            },
+        },
+        "admin_tokens": {
+            "privacy-officer": {
+                "token_sha256_env": "INGEST_TOKEN_PRIVACY_OFFICER",
+                "scopes": ["export", "erase", "opt-out", "purge"],
+            },
+            "auditor": {"token_sha256_env": "INGEST_TOKEN_AUDITOR", "scopes": ["export"]},
+        },
+    }
+
+
+def secrets_environ() -> dict[str, str]:
+    """The environment the test config's secrets come from."""
+    return {
+        "PARTNER_FORMS_SECRET": PARTNER_SECRET,
+        "INGEST_TOKEN_PRIVACY_OFFICER": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        "INGEST_TOKEN_AUDITOR": hashlib.sha256(b"auditor-token").hexdigest(),
+    }
+
+
+def make_config(raw: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Validate a config dict (the base one by default)."""
+    return parse_config(raw or base_config_dict(), environ or secrets_environ())
+
+
+def sign_standard(
+    body: bytes, secret: str = PARTNER_SECRET, msg_id: str | None = None, timestamp: float | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers for `body`."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = datetime.fromtimestamp(timestamp if timestamp is not None else time.time(), tz=UTC)
+    signature = Webhook(secret).sign(msg_id, ts, body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(ts.timestamp())),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+
+
+def b64(data: bytes) -> str:
+    """Base64 text."""
+    return base64.b64encode(data).decode()
+
+
+async def dump_database(conn: asyncpg.Connection) -> str:
+    """Every row of every table in our schemas, as text (for 'no trace' assertions)."""
+    tables = await conn.fetch(
+        """
+        SELECT format('%I.%I', table_schema, table_name) AS qualified
+          FROM information_schema.tables
+         WHERE table_schema IN ('ingest', 'public') AND table_type = 'BASE TABLE'
+        """
+    )
+    chunks = []
+    for row in tables:
+        # Names come from information_schema, quoted by format('%I'): not user input.
+        rows = await conn.fetch(f"SELECT t::text AS line FROM {row['qualified']} t")  # noqa: S608
+        chunks.extend(r["line"] for r in rows)
+    return "\n".join(chunks)

@@ -1,0 +1,207 @@
+"""Browser form posts to an html source: DESIGN §3 rows and the browser redirects."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests.support import MARKETING_TEXT, ORIGIN
+
+URL = "/v1/forms/website-contact"
+FORM = {
+    "name": "Maija Meikäläinen",
+    "email": "maija@example.fi",
+    "phone": "040 123 4567",
+    "message": "Please call me.",
+}
+JSON = {"Origin": ORIGIN, "Accept": "application/json"}
+BROWSER = {"Origin": ORIGIN, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+async def test_a_browser_post_is_stored_and_redirected_to_the_thanks_page(client, db):
+    response = await client.post(URL, data=FORM, headers=BROWSER, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"{ORIGIN}/thanks"
+    row = await db.fetchrow("SELECT name, email, phone FROM crm.contacts")
+    assert dict(row) == {"name": "Maija Meikäläinen", "email": "maija@example.fi", "phone": "+358401234567"}
+
+
+async def test_a_script_asking_for_json_gets_201_with_the_submission_id(client, db):
+    response = await client.post(URL, data=FORM, headers=JSON)
+    assert response.status == 201
+    body = await response.json()
+    assert body["status"] == "created"
+    stored = await db.fetchval("SELECT submission_id::text FROM crm.submissions")
+    assert body["submission_id"] == stored
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+async def test_multipart_forms_are_accepted(client, db):
+    import aiohttp
+
+    data = aiohttp.FormData()
+    for key, value in FORM.items():
+        data.add_field(key, value)
+    response = await client.post(URL, data=data, headers=JSON)
+    assert response.status == 201
+    assert await db.fetchval("SELECT message FROM crm.submissions") == "Please call me."
+
+
+async def test_file_parts_are_refused_and_nothing_is_stored(client, db):
+    import aiohttp
+
+    data = aiohttp.FormData()
+    data.add_field("email", "maija@example.fi")
+    data.add_field("cv", b"%PDF-1.4", filename="cv.pdf", content_type="application/pdf")
+    response = await client.post(URL, data=data, headers=JSON)
+    assert response.status == 422
+    assert (await response.json())["error"] == "validation_failed"
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+@pytest.mark.parametrize("origin", [None, "https://evil.example", "null"])
+async def test_a_post_from_another_origin_is_refused_with_403(client, db, origin):
+    headers = {"Accept": "application/json"} | ({"Origin": origin} if origin else {})
+    response = await client.post(URL, data=FORM, headers=headers)
+    assert response.status == 403
+    assert await response.json() == {"error": "origin_not_allowed"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_a_filled_honeypot_looks_like_success_but_stores_nothing(client, db):
+    response = await client.post(URL, data=FORM | {"_gotcha": "http://spam"}, headers=JSON)
+    assert response.status == 201
+    body = await response.json()
+    assert body["status"] == "created"
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM ingest.submissions WHERE submission_id = $1::uuid", body["submission_id"]
+        )
+        == 0
+    )
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_a_filled_honeypot_redirects_a_browser_like_success(client, db):
+    response = await client.post(URL, data=FORM | {"_gotcha": "x"}, headers=BROWSER, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"{ORIGIN}/thanks"
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_invalid_fields_get_422_naming_the_field_without_echoing_the_value(client):
+    response = await client.post(URL, data=FORM | {"email": "not-an-address"}, headers=JSON)
+    assert response.status == 422
+    body = await response.json()
+    assert body == {"error": "validation_failed", "fields": {"email": ["Not a valid e-mail address."]}}
+    assert "not-an-address" not in await response.text()
+
+
+async def test_a_browser_with_invalid_fields_goes_to_the_error_page_with_the_code(client):
+    response = await client.post(URL, data=FORM | {"email": "x"}, headers=BROWSER, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"{ORIGIN}/oops?error=validation_failed"
+
+
+async def test_a_form_without_email_or_phone_is_refused(client, db):
+    response = await client.post(URL, data={"name": "Maija", "message": "hi"}, headers=JSON)
+    assert response.status == 422
+    body = await response.json()
+    assert set(body["fields"]) == {"email", "phone"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_a_phone_alone_is_enough(client, db):
+    response = await client.post(URL, data={"phone": "+358 40 123 4567"}, headers=JSON)
+    assert response.status == 201
+    assert await db.fetchval("SELECT phone FROM crm.contacts WHERE email IS NULL") == "+358401234567"
+
+
+async def test_an_unsupported_content_type_gets_415(client):
+    response = await client.post(
+        URL, data=b'{"email":"a@b.fi"}', headers=JSON | {"Content-Type": "application/json"}
+    )
+    assert response.status == 415
+    assert await response.json() == {"error": "unsupported_media_type"}
+
+
+async def test_an_unknown_charset_gets_415(client):
+    response = await client.post(
+        URL,
+        data=b"email=a%40example.fi",
+        headers=JSON | {"Content-Type": "application/x-www-form-urlencoded; charset=klingon"},
+    )
+    assert response.status == 415
+
+
+async def test_a_body_that_is_not_utf8_gets_400(client):
+    response = await client.post(
+        URL, data=b"email=\xff\xfe", headers=JSON | {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status == 400
+    assert await response.json() == {"error": "malformed_body"}
+
+
+async def test_a_body_over_the_limit_gets_413(client, db):
+    response = await client.post(URL, data={"email": "a@example.fi", "message": "x" * 70_000}, headers=JSON)
+    assert response.status == 413
+    assert await response.json() == {"error": "payload_too_large"}
+
+
+@pytest.mark.parametrize("url", ["/v1/forms/nope", "/v1/chats/website-contact"])
+async def test_unknown_sources_and_wrong_channels_get_404(client, url):
+    response = await client.post(url, data=FORM, headers=JSON)
+    assert response.status == 404
+    assert await response.json() == {"error": "unknown_source"}
+
+
+async def test_a_ticked_marketing_box_records_a_granted_consent_with_the_text_hash(client, db):
+    response = await client.post(URL, data=FORM | {"marketing": "on"}, headers=JSON)
+    assert response.status == 201
+    event = await db.fetchrow(
+        "SELECT consent_id, granted, text_sha256, source, notice_version FROM ingest.consent_events"
+    )
+    assert dict(event) == {
+        "consent_id": "marketing-email-v1",
+        "granted": True,
+        "text_sha256": hashlib.sha256(MARKETING_TEXT.encode()).hexdigest(),
+        "source": "website-contact",
+        "notice_version": "2024-01",
+    }
+    assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is True
+    state = await db.fetchrow("SELECT purpose, granted, consent_id FROM crm.consents")
+    assert dict(state) == {"purpose": "direct_marketing", "granted": True, "consent_id": "marketing-email-v1"}
+    purposes = await db.fetchval("SELECT purposes FROM crm.submissions")
+    assert purposes == ["contact", "customer_relationship", "direct_marketing"]
+
+
+async def test_an_unticked_marketing_box_records_a_refusal_and_marketing_stays_off(client, db):
+    response = await client.post(URL, data=FORM, headers=JSON)
+    assert response.status == 201
+    assert await db.fetchval("SELECT granted FROM ingest.consent_events") is False
+    assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is False
+    assert await db.fetchval("SELECT purposes FROM crm.submissions") == ["contact", "customer_relationship"]
+
+
+async def test_purposes_carry_their_lawful_basis(client, db):
+    await client.post(URL, data=FORM | {"marketing": "on"}, headers=JSON)
+    rows = await db.fetch("SELECT purpose, lawful_basis FROM ingest.submission_purposes ORDER BY purpose")
+    assert [tuple(r) for r in rows] == [
+        ("contact", "legitimate_interest"),
+        ("customer_relationship", "legitimate_interest"),
+        ("direct_marketing", "consent"),
+    ]
+
+
+async def test_the_same_person_twice_is_one_contact_with_two_submissions(client, db):
+    await client.post(URL, data=FORM, headers=JSON)
+    await client.post(URL, data=FORM | {"email": "Maija@EXAMPLE.FI", "message": "Again"}, headers=JSON)
+    assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 1
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 2
+
+
+async def test_a_cors_preflight_from_an_allowed_origin_is_answered(client):
+    response = await client.options(URL, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert response.status == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
