@@ -20,7 +20,7 @@ PAYLOAD = {
     "message": "Please call me.",
     "consents": {"marketing-email-v1": True},
 }
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "fixtures"
 
 
 def signed(payload: object, **kwargs) -> tuple[bytes, dict[str, str]]:
@@ -29,7 +29,7 @@ def signed(payload: object, **kwargs) -> tuple[bytes, dict[str, str]]:
 
 
 def test_the_published_standard_webhooks_test_vector_signs_as_documented():
-    # shared/provider-samples/standardwebhooks-test_vector.json: the spec's own Python test.
+    # tests/fixtures/standardwebhooks-test_vector.json: the spec's own Python test.
     from datetime import UTC, datetime
 
     body = (SAMPLES / "standardwebhooks-test_vector.json").read_bytes()
