@@ -1,0 +1,148 @@
+"""The command line, run as a user would: check-config, migrate, serve (embedded and not)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import ORIGIN, PARTNER_SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "deploy" / "ingest.example.toml"
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "ingest", *args], capture_output=True, text=True, timeout=120,
+        env=env, cwd=cwd or ROOT, check=False,
+    )
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INGEST_CONFIG", "INGEST_PEPPER")}
+    return env | {"PARTNER_FORMS_SECRET": PARTNER_SECRET} | extra
+
+
+def test_check_config_accepts_the_example():
+    result = run("--config", str(EXAMPLE), "check-config", env=base_env())
+    assert result.returncode == 0, result.stderr
+    assert "OK (2 sources" in result.stdout
+
+
+def test_check_config_names_the_missing_secret(tmp_path):
+    env = base_env()
+    del env["PARTNER_FORMS_SECRET"]
+    result = run("--config", str(EXAMPLE), "check-config", env=env)
+    assert result.returncode == 2
+    assert "sources.partner-forms.secret_env: environment variable PARTNER_FORMS_SECRET is not set" in result.stderr
+
+
+def test_check_config_names_a_bad_key(tmp_path):
+    bad = tmp_path / "ingest.toml"
+    bad.write_text(EXAMPLE.read_text().replace('lawful_basis = "consent"', 'lawful_basis = "because"'))
+    result = run("--config", str(bad), "check-config", env=base_env())
+    assert result.returncode == 2
+    assert "purposes.direct_marketing.lawful_basis" in result.stderr
+
+
+def test_migrate_uses_database_url(empty_db):
+    first = run("migrate", env=base_env(DATABASE_URL=empty_db))
+    assert first.returncode == 0, first.stderr
+    assert "applied 1 migration" in first.stdout or "applied" in first.stdout
+    again = run("migrate", env=base_env(DATABASE_URL=empty_db))
+    assert again.stdout.strip() == "database is up to date"
+
+
+@pytest.mark.embedded
+def test_migrate_without_database_url_starts_the_embedded_postgresql(tmp_path):
+    result = run("--data-dir", str(tmp_path / "data"), "migrate", env=base_env())
+    assert result.returncode == 0, result.stderr
+    assert "embedded PostgreSQL: postgresql://" in result.stderr
+    assert "applied" in result.stdout
+    assert (tmp_path / "data" / "pgdata" / "PG_VERSION").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+def _post_form(port: int) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(  # noqa: S310 - local test server
+        f"http://127.0.0.1:{port}/v1/forms/website-contact",
+        data=b"name=Maija&email=maija%40example.fi&message=Hello",
+        headers={"Origin": ORIGIN, "Accept": "application/json",
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return response.status, json.loads(response.read())
+
+
+def _serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "ingest", "--config", str(EXAMPLE), *args, "serve", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )
+    return process, port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def test_serve_with_database_url_accepts_a_form_and_stops_on_sigterm(empty_db, tmp_path):
+    process, port = _serve(base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32), tmp_path / "log")
+    try:
+        _wait_ready(port, process)
+        status, body = _post_form(port)
+        assert status == 201
+        assert body["status"] == "created"
+    finally:
+        assert _stop(process) == 0
+
+
+def test_serve_refuses_to_start_without_a_pepper_on_a_real_database(empty_db):
+    result = run("--config", str(EXAMPLE), "serve", env=base_env(DATABASE_URL=empty_db))
+    assert result.returncode == 2
+    assert "INGEST_PEPPER" in result.stderr
+
+
+@pytest.mark.embedded
+def test_serve_without_database_url_runs_on_the_embedded_postgresql(tmp_path):
+    data = tmp_path / "data"
+    process, port = _serve(base_env(), tmp_path / "log", "--data-dir", str(data))
+    try:
+        _wait_ready(port, process)
+        status, _ = _post_form(port)
+        assert status == 201
+    finally:
+        assert _stop(process) == 0
+    assert (data / "pepper").is_file()  # development pepper kept beside the data
+    assert not (data / "pgdata" / "postmaster.pid").exists()  # the server was stopped
