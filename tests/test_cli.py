@@ -20,10 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "deploy" / "ingest.example.toml"
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "ingest", *args], capture_output=True, text=True, timeout=120,
-        env=env, cwd=cwd or ROOT, check=False,
+        [sys.executable, "-m", "ingest", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd or ROOT,
+        check=False,
     )
 
 
@@ -43,7 +50,10 @@ def test_check_config_names_the_missing_secret(tmp_path):
     del env["PARTNER_FORMS_SECRET"]
     result = run("--config", str(EXAMPLE), "check-config", env=env)
     assert result.returncode == 2
-    assert "sources.partner-forms.secret_env: environment variable PARTNER_FORMS_SECRET is not set" in result.stderr
+    assert (
+        "sources.partner-forms.secret_env: environment variable PARTNER_FORMS_SECRET is not set"
+        in result.stderr
+    )
 
 
 def test_check_config_names_a_bad_key(tmp_path):
@@ -83,7 +93,7 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -92,11 +102,14 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60
 
 
 def _post_form(port: int) -> tuple[int, dict[str, str]]:
-    request = urllib.request.Request(  # noqa: S310 - local test server
+    request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/forms/website-contact",
         data=b"name=Maija&email=maija%40example.fi&message=Hello",
-        headers={"Origin": ORIGIN, "Accept": "application/json",
-                 "Content-Type": "application/x-www-form-urlencoded"},
+        headers={
+            "Origin": ORIGIN,
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return response.status, json.loads(response.read())
@@ -107,7 +120,10 @@ def _serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "ingest", "--config", str(EXAMPLE), *args, "serve", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return process, port
 

@@ -21,7 +21,9 @@ async def reader(db):
 
 
 async def test_crm_reader_can_read_every_view(client, reader):
-    await client.post("/v1/forms/website-contact", data=FORM, headers={"Origin": ORIGIN, "Accept": "application/json"})
+    await client.post(
+        "/v1/forms/website-contact", data=FORM, headers={"Origin": ORIGIN, "Accept": "application/json"}
+    )
     contact = await reader.fetchrow("SELECT * FROM crm.contacts")
     assert contact["email"] == "maija@example.fi"
     assert contact["marketing_allowed"] is True
@@ -34,8 +36,15 @@ async def test_crm_reader_can_read_every_view(client, reader):
 
 @pytest.mark.parametrize(
     "table",
-    ["ingest.contacts", "ingest.submissions", "ingest.consent_events", "ingest.deliveries",
-     "ingest.suppressions", "ingest.consent_texts", "public.ingest_migrations"],
+    [
+        "ingest.contacts",
+        "ingest.submissions",
+        "ingest.consent_events",
+        "ingest.deliveries",
+        "ingest.suppressions",
+        "ingest.consent_texts",
+        "public.ingest_migrations",
+    ],
 )
 async def test_crm_reader_cannot_read_the_private_tables(reader, table):
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -62,8 +71,9 @@ async def test_a_notification_follows_each_committed_submission(client, db_dsn):
     received: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener("crm_submission", lambda *args: received.put_nowait(args[3]))
     try:
-        response = await client.post("/v1/forms/website-contact", data=FORM,
-                                     headers={"Origin": ORIGIN, "Accept": "application/json"})
+        response = await client.post(
+            "/v1/forms/website-contact", data=FORM, headers={"Origin": ORIGIN, "Accept": "application/json"}
+        )
         submission_id = (await response.json())["submission_id"]
         assert await asyncio.wait_for(received.get(), timeout=5) == submission_id
     finally:
@@ -71,7 +81,9 @@ async def test_a_notification_follows_each_committed_submission(client, db_dsn):
 
 
 async def test_consent_events_refuse_update_and_delete(client, db):
-    await client.post("/v1/forms/website-contact", data=FORM, headers={"Origin": ORIGIN, "Accept": "application/json"})
+    await client.post(
+        "/v1/forms/website-contact", data=FORM, headers={"Origin": ORIGIN, "Accept": "application/json"}
+    )
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await db.execute("UPDATE ingest.consent_events SET granted = NOT granted")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):

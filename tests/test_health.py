@@ -19,7 +19,6 @@ async def test_healthz_and_readyz_answer_when_all_is_well(client):
 async def test_readyz_reports_an_unmigrated_database(aiohttp_client, empty_db, config, log_output, db_dsn):
     import asyncpg
 
-
     # Consent texts need the schema to start; create just that table in the empty database.
     conn = await asyncpg.connect(empty_db)
     await conn.execute(
@@ -58,20 +57,31 @@ async def test_requests_get_503_with_retry_after_when_the_database_is_unreachabl
     assert int(response.headers["Retry-After"]) > 0
     ready = await broken.get("/readyz")
     assert ready.status == 503
-    form = await broken.post("/v1/forms/website-contact", data={"email": "maija@example.fi"},
-                             headers={"Origin": ORIGIN, "Accept": "application/json"})
+    form = await broken.post(
+        "/v1/forms/website-contact",
+        data={"email": "maija@example.fi"},
+        headers={"Origin": ORIGIN, "Accept": "application/json"},
+    )
     assert form.status == 503
 
 
 async def test_metrics_count_submissions_by_source_and_outcome(client):
-    await client.post("/v1/forms/website-contact", data={"email": "m@example.fi"},
-                      headers={"Origin": ORIGIN, "Accept": "application/json"})
-    await client.post("/v1/forms/website-contact", data={"email": "bad"},
-                      headers={"Origin": ORIGIN, "Accept": "application/json"})
+    await client.post(
+        "/v1/forms/website-contact",
+        data={"email": "m@example.fi"},
+        headers={"Origin": ORIGIN, "Accept": "application/json"},
+    )
+    await client.post(
+        "/v1/forms/website-contact",
+        data={"email": "bad"},
+        headers={"Origin": ORIGIN, "Accept": "application/json"},
+    )
     text = await (await client.get("/metrics")).text()
     assert 'ingest_submissions_total{channel="form",outcome="created",source="website-contact"} 1.0' in text
-    assert ('ingest_submissions_total{channel="form",outcome="rejected_validation_failed",'
-            'source="website-contact"} 1.0') in text
+    assert (
+        'ingest_submissions_total{channel="form",outcome="rejected_validation_failed",'
+        'source="website-contact"} 1.0'
+    ) in text
 
 
 async def test_unknown_routes_get_a_json_404(client):

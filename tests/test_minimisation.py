@@ -17,7 +17,9 @@ EXTRAS = {
     "hidden_field": "hidden-canary-value",
     "cookie": "sessionid=canary-cookie-value",
 }
-NESTED = {"meta": {"ip": "192.0.2.99", "deep": {"fbclid": "fbclid-canary-deep", "list": ["list-canary-item"]}}}
+NESTED = {
+    "meta": {"ip": "192.0.2.99", "deep": {"fbclid": "fbclid-canary-deep", "list": ["list-canary-item"]}}
+}
 
 
 def _no_extras(dump: str) -> None:
@@ -26,8 +28,14 @@ def _no_extras(dump: str) -> None:
 
 
 async def test_a_json_payload_full_of_extras_stores_only_the_four_fields(client, db):
-    payload = {"name": "Maija", "email": "maija@example.fi", "message": "hi", **EXTRAS, **NESTED,
-               "consents": {"marketing-email-v1": False, "extra": {"ip": "192.0.2.99"}}}
+    payload = {
+        "name": "Maija",
+        "email": "maija@example.fi",
+        "message": "hi",
+        **EXTRAS,
+        **NESTED,
+        "consents": {"marketing-email-v1": False, "extra": {"ip": "192.0.2.99"}},
+    }
     payload["consents"].pop("extra")
     body = json.dumps(payload).encode()
     response = await client.post("/v1/forms/partner-forms", data=body, headers=sign_standard(body))
@@ -38,12 +46,25 @@ async def test_a_json_payload_full_of_extras_stores_only_the_four_fields(client,
 
 
 async def test_a_form_post_full_of_hidden_fields_stores_only_the_four_fields(client, db):
-    form = {"name": "Maija", "email": "maija@example.fi", "message": "hi", **EXTRAS,
-            "meta[ip]": "192.0.2.99", "deep.fbclid": "fbclid-canary-deep", "list": "list-canary-item"}
-    response = await client.post("/v1/forms/website-contact", data=form,
-                                 headers={"Origin": ORIGIN, "Accept": "application/json",
-                                          "User-Agent": EXTRAS["user_agent"],
-                                          "X-Forwarded-For": EXTRAS["ip"]})
+    form = {
+        "name": "Maija",
+        "email": "maija@example.fi",
+        "message": "hi",
+        **EXTRAS,
+        "meta[ip]": "192.0.2.99",
+        "deep.fbclid": "fbclid-canary-deep",
+        "list": "list-canary-item",
+    }
+    response = await client.post(
+        "/v1/forms/website-contact",
+        data=form,
+        headers={
+            "Origin": ORIGIN,
+            "Accept": "application/json",
+            "User-Agent": EXTRAS["user_agent"],
+            "X-Forwarded-For": EXTRAS["ip"],
+        },
+    )
     assert response.status == 201
     dump = await dump_database(db)
     assert "maija@example.fi" in dump
@@ -58,8 +79,23 @@ async def test_the_stored_columns_are_exactly_the_minimal_set(db):
     by_view: dict[str, list[str]] = {}
     for row in columns:
         by_view.setdefault(row["table_name"], []).append(row["column_name"])
-    assert by_view["contacts"] == ["contact_id", "name", "email", "phone", "first_seen_at", "last_seen_at",
-                                   "marketing_allowed"]
-    assert by_view["submissions"] == ["submission_id", "seq", "contact_id", "source", "channel", "message",
-                                      "purposes", "received_at"]
+    assert by_view["contacts"] == [
+        "contact_id",
+        "name",
+        "email",
+        "phone",
+        "first_seen_at",
+        "last_seen_at",
+        "marketing_allowed",
+    ]
+    assert by_view["submissions"] == [
+        "submission_id",
+        "seq",
+        "contact_id",
+        "source",
+        "channel",
+        "message",
+        "purposes",
+        "received_at",
+    ]
     assert by_view["consents"] == ["contact_id", "purpose", "granted", "consent_id", "recorded_at"]

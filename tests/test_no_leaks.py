@@ -41,10 +41,15 @@ async def _post_everything(client) -> list[str]:
     for hdrs in (signed, signed | {"webhook-signature": "v1,AAAA"}):
         response = await client.post("/v1/forms/partner-forms", data=body, headers=hdrs)
         bodies.append(await response.text())
-    response = await client.post("/v1/forms/partner-forms", data=b'{"email": "canary.koskinen@example.fi",',
-                                 headers=sign_standard(b'{"email": "canary.koskinen@example.fi",'))
+    response = await client.post(
+        "/v1/forms/partner-forms",
+        data=b'{"email": "canary.koskinen@example.fi",',
+        headers=sign_standard(b'{"email": "canary.koskinen@example.fi",'),
+    )
     bodies.append(await response.text())
-    response = await client.post("/v1/forms/website-contact", data=CANARY, headers={"Origin": "https://evil.example"})
+    response = await client.post(
+        "/v1/forms/website-contact", data=CANARY, headers={"Origin": "https://evil.example"}
+    )
     bodies.append(await response.text())
     return bodies
 
@@ -63,7 +68,9 @@ async def test_no_personal_data_in_logs_error_bodies_or_metrics(client, log_outp
 
 
 async def test_every_request_line_has_id_source_outcome_and_latency(client, log_output):
-    await client.post("/v1/forms/website-contact", data=CANARY, headers={"Origin": ORIGIN, "Accept": "application/json"})
+    await client.post(
+        "/v1/forms/website-contact", data=CANARY, headers={"Origin": ORIGIN, "Accept": "application/json"}
+    )
     line = json.loads(log_output.getvalue().strip().splitlines()[-1])
     assert line["event"] == "request"
     assert line["source"] == "website-contact"
