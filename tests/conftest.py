@@ -112,3 +112,13 @@ def config():
 async def client(aiohttp_client, db_dsn, config, log_output):
     """A test client for the app built by the real factory, on a fresh database."""
     return await aiohttp_client(create_app(config, db_dsn, PEPPER))
+
+
+@pytest.fixture
+def make_client(aiohttp_client, db_dsn, log_output):  # noqa: ANN001, ANN201
+    """Build a test client for an app with the given config, on this test's database."""
+
+    async def build(config):  # noqa: ANN001, ANN202
+        return await aiohttp_client(create_app(config, db_dsn, PEPPER))
+
+    return build

@@ -133,3 +133,14 @@ async def dump_database(conn: asyncpg.Connection) -> str:
         rows = await conn.fetch(f"SELECT t::text AS line FROM {row['qualified']} t")  # noqa: S608
         chunks.extend(r["line"] for r in rows)
     return "\n".join(chunks)
+
+
+def config_with_source(name: str, secrets: dict[str, str] | None = None, **source: Any) -> Config:
+    """The base config plus one more source (for provider adapter tests).
+
+    `secrets` adds environment variables, e.g. {"TAWK_SECRET": "..."} with
+    source(secret_env="TAWK_SECRET").
+    """
+    raw = base_config_dict()
+    raw["sources"][name] = source
+    return make_config(raw, secrets_environ() | (secrets or {}))

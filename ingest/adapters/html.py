@@ -74,3 +74,6 @@ def _filled_too_fast(rendered_at: str | None, source: Source, request: InboundRe
         return False  # a form not rendered by us carries no timestamp
     now = request.received_at.timestamp() if request.received_at else time.time()
     return now - started < source.min_fill_seconds
+
+
+ADAPTER = HtmlAdapter()

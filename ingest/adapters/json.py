@@ -63,3 +63,6 @@ def canonical_submission(
         delivery_id=delivery_id,
         optional_contact=optional_contact,
     )
+
+
+ADAPTER = JsonAdapter()
