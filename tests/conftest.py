@@ -115,10 +115,10 @@ async def client(aiohttp_client, db_dsn, config, log_output):
 
 
 @pytest.fixture
-def make_client(aiohttp_client, db_dsn, log_output):  # noqa: ANN001, ANN201
+def make_client(aiohttp_client, db_dsn, log_output):
     """Build a test client for an app with the given config, on this test's database."""
 
-    async def build(config):  # noqa: ANN001, ANN202
+    async def build(config):
         return await aiohttp_client(create_app(config, db_dsn, PEPPER))
 
     return build
