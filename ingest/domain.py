@@ -99,6 +99,6 @@ class Envelope:
 class Outcome:
     """What happened to one delivery."""
 
-    status: Literal["created", "duplicate", "ignored"]
+    status: Literal["created", "duplicate", "ignored", "updated"]
     submission_id: uuid.UUID | None = None
     reason: str | None = None

@@ -222,3 +222,90 @@ async def notify_submission(conn: Conn, submission_id: uuid.UUID) -> None:
 async def ping(conn: Conn) -> bool:
     """True when the database answers."""
     return bool(await conn.fetchval("SELECT true"))
+
+
+async def lock_pending_chat(
+    conn: Conn, source: str, session_key: str, expires_at: datetime
+) -> asyncpg.Record:
+    """Create or lock this session's pending row (an expired one starts afresh).
+
+    One statement, so two pieces of a new session arriving together cannot both
+    see "no row": the second waits for the first's lock, then sees its pieces.
+    """
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """
+        INSERT INTO ingest.pending_chats AS p (source, session_key, expires_at)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (source, session_key) DO UPDATE
+           SET fields = CASE WHEN p.expires_at <= now() THEN '{}'::jsonb ELSE p.fields END,
+               submission_id = CASE WHEN p.expires_at <= now() THEN NULL ELSE p.submission_id END,
+               expires_at = CASE WHEN p.expires_at <= now() THEN EXCLUDED.expires_at ELSE p.expires_at END
+        RETURNING fields::text AS fields, submission_id
+        """,
+        source,
+        session_key,
+        expires_at,
+    )
+    if row is None:  # pragma: no cover - INSERT .. ON CONFLICT DO UPDATE always returns the row
+        raise RuntimeError("pending chat row missing")
+    return row
+
+
+async def find_delivery(conn: Conn, source: str, delivery_id: str) -> uuid.UUID | None:
+    """The submission a delivery id already produced, if any."""
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT submission_id FROM ingest.deliveries WHERE source = $1 AND delivery_id = $2",
+        source,
+        delivery_id,
+    )
+    return found
+
+
+async def save_pending_chat(
+    conn: Conn, source: str, session_key: str, fields_json: str, submission_id: uuid.UUID | None
+) -> None:
+    """Store the pieces gathered so far (or, once committed, the submission id only)."""
+    await conn.execute(
+        """
+        UPDATE ingest.pending_chats
+           SET fields = $3::jsonb, submission_id = COALESCE(submission_id, $4)
+         WHERE source = $1 AND session_key = $2
+        """,
+        source,
+        session_key,
+        fields_json,
+        submission_id,
+    )
+
+
+async def delete_expired_pending_chats(conn: Conn) -> int:
+    """Remove pending chat pieces past their expiry; return how many."""
+    result: str = await conn.execute("DELETE FROM ingest.pending_chats WHERE expires_at <= now()")
+    return int(result.rsplit(maxsplit=1)[-1])
+
+
+async def update_contact_of_submission(
+    conn: Conn,
+    submission_id: uuid.UUID,
+    name: str | None,
+    phone: str | None,
+    phone_hash: bytes | None,
+    seen_at: datetime,
+) -> None:
+    """Fill in a name or phone that arrived after a chat became a submission."""
+    await conn.execute(
+        """
+        UPDATE ingest.contacts c
+           SET name = COALESCE($2, c.name),
+               phone = COALESCE(c.phone, $3),
+               phone_hash = COALESCE(c.phone_hash, $4),
+               last_seen_at = GREATEST(c.last_seen_at, $5)
+          FROM ingest.submissions s
+         WHERE s.submission_id = $1 AND c.contact_id = s.contact_id
+        """,
+        submission_id,
+        name,
+        phone,
+        phone_hash,
+        seen_at,
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
@@ -13,7 +15,7 @@ from marshmallow import ValidationError
 
 from ingest import consent, repository
 from ingest.config import Config, Source
-from ingest.domain import Envelope, Outcome, RawSubmission
+from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.errors import Unavailable, ValidationFailed
 from ingest.pseudonyms import email_key, phone_key
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema, load_submission
@@ -58,16 +60,31 @@ class IngestService:
         self.pepper = pepper
         self.schema = SubmissionSchema(config.default_region)  # built once, reused
 
-    def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:
-        """Validate and minimise; return the envelope to commit, or an 'ignored' outcome."""
+    def validate(self, raw: RawSubmission) -> Submission:
+        """Validate and minimise the raw fields.
+
+        Chats are lenient: an invalid field is dropped rather than refusing the
+        callback (providers retry or disable hooks that fail), so a chat with a
+        mistyped e-mail but a good phone still counts.
+        """
         try:
-            submission = load_submission(self.schema, raw.fields)
+            return load_submission(self.schema, raw.fields)
         except ValidationError as exc:
-            raise ValidationFailed(_field_messages(exc)) from None
-        if submission.email is None and submission.phone is None:
-            if raw.optional_contact:
-                return Outcome("ignored", reason="no_contact_details")
-            raise ValidationFailed({"email": [CONTACT_REQUIRED], "phone": [CONTACT_REQUIRED]})
+            if not raw.optional_contact:
+                raise ValidationFailed(_field_messages(exc)) from None
+            bad = set(_field_messages(exc))
+            if "name" in bad:
+                bad |= {"first_name", "last_name"}
+            kept = {k: v for k, v in raw.fields.items() if k not in bad}
+            try:
+                return load_submission(self.schema, kept)
+            except ValidationError:
+                return Submission(name=None, email=None, phone=None, message=None)
+
+    def envelope(
+        self, source: Source, raw: RawSubmission, submission: Submission, received_at: datetime
+    ) -> Envelope:
+        """Attach provenance, purposes and consent decisions to a valid submission."""
         purposes, decisions = consent.decide(self.config, source, raw)
         return Envelope(
             submission=submission,
@@ -81,8 +98,20 @@ class IngestService:
             new_texts=tuple(d.consent for d in decisions if d.consent.consent_id not in self.config.consents),
         )
 
+    def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:
+        """Validate and minimise; return the envelope to commit, or an 'ignored' outcome."""
+        submission = self.validate(raw)
+        if submission.email is None and submission.phone is None:
+            if raw.optional_contact:
+                return Outcome("ignored", reason="no_contact_details")
+            raise ValidationFailed({"email": [CONTACT_REQUIRED], "phone": [CONTACT_REQUIRED]})
+        return self.envelope(source, raw, submission, received_at)
+
     async def accept(self, source: Source, raw: RawSubmission, received_at: datetime) -> Outcome:
         """Validate, then commit; returns only after COMMIT."""
+        if raw.session_key is not None:
+            piece = self.validate(raw)
+            return await with_retries(lambda: self._accept_piece(source, raw, piece, received_at))
         prepared = self.prepare(source, raw, received_at)
         if isinstance(prepared, Outcome):
             return prepared
@@ -96,6 +125,58 @@ class IngestService:
         submission_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             return await write_envelope(conn, envelope, submission_id, self.pepper)
+
+    async def _accept_piece(
+        self, source: Source, raw: RawSubmission, piece: Submission, received_at: datetime
+    ) -> Outcome:
+        """Merge one piece of a chat session; commit once an e-mail or phone is known."""
+        assert raw.session_key is not None  # noqa: S101 - accept() routes only session pieces here
+        ttl = timedelta(hours=self.config.limits.pending_chat_ttl_hours)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if raw.delivery_id is not None:
+                first = await repository.find_delivery(conn, source.name, raw.delivery_id)
+                if first is not None:
+                    return Outcome("duplicate", submission_id=first)
+            row = await repository.lock_pending_chat(conn, source.name, raw.session_key, received_at + ttl)
+            if row["submission_id"] is not None:
+                # Already a submission: a later piece only fills in the contact.
+                await repository.update_contact_of_submission(
+                    conn,
+                    row["submission_id"],
+                    piece.name,
+                    piece.phone,
+                    phone_key(self.pepper, piece.phone) if piece.phone else None,
+                    received_at,
+                )
+                return Outcome("updated", submission_id=row["submission_id"])
+            merged = merge_pieces(json.loads(row["fields"]), piece)
+            if merged.email is None and merged.phone is None:
+                await repository.save_pending_chat(
+                    conn, source.name, raw.session_key, json.dumps(asdict(merged)), None
+                )
+                return Outcome("ignored", reason="awaiting_contact_details")
+            envelope = self.envelope(source, raw, merged, received_at)
+            outcome = await write_envelope(conn, envelope, uuid.uuid4(), self.pepper)
+            # Keep only the link: the personal pieces now live in the submission.
+            await repository.save_pending_chat(
+                conn, source.name, raw.session_key, "{}", outcome.submission_id
+            )
+            return outcome
+
+
+def merge_pieces(stored: Mapping[str, object], piece: Submission) -> Submission:
+    """Newer name/e-mail/phone win; the first visitor message is kept."""
+
+    def text(key: str) -> str | None:
+        value = stored.get(key)
+        return value if isinstance(value, str) else None
+
+    return Submission(
+        name=piece.name or text("name"),
+        email=piece.email or text("email"),
+        phone=piece.phone or text("phone"),
+        message=text("message") or piece.message,
+    )
 
 
 async def write_envelope(

@@ -105,7 +105,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     request[LOG_INFO]["outcome"] = outcome.status
     if browser and source.success_url and outcome.status in ("created", "duplicate"):
         return _see_other(source.success_url)
-    status = {"created": 201, "duplicate": 200, "ignored": 202}[outcome.status]
+    status = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
 

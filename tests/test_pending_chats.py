@@ -1,0 +1,109 @@
+"""Chats whose identity arrives in pieces: kept privately until an e-mail or phone is known."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from ingest.domain import RawSubmission
+from ingest.service import IngestService
+from tests.support import PEPPER, dump_database
+
+
+@pytest.fixture
+async def service(db_dsn, config):
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
+    yield IngestService(config, pool, PEPPER)
+    await pool.close()
+
+
+def piece(session: str, delivery: str | None = None, **fields: object) -> RawSubmission:
+    return RawSubmission(fields=fields, delivery_id=delivery, optional_contact=True, session_key=session)
+
+
+NOW = datetime.now(UTC)
+
+
+async def test_pieces_without_contact_details_wait_out_of_the_crm_view(service, config, db):
+    source = config.sources["partner-chat"]
+    outcome = await service.accept(source, piece("s1", name="Maija"), NOW)
+    assert (outcome.status, outcome.reason) == ("ignored", "awaiting_contact_details")
+    outcome = await service.accept(source, piece("s1", message="Hello, I need a quote"), NOW)
+    assert outcome.status == "ignored"
+    assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 0
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 0
+
+
+async def test_the_chat_is_committed_with_the_first_message_once_an_email_arrives(service, config, db):
+    source = config.sources["partner-chat"]
+    await service.accept(source, piece("s1", name="Maija"), NOW)
+    await service.accept(source, piece("s1", message="First words"), NOW)
+    await service.accept(source, piece("s1", message="Second words"), NOW)
+    outcome = await service.accept(source, piece("s1", "d-email", email="maija@example.fi"), NOW)
+    assert outcome.status == "created"
+    row = await db.fetchrow(
+        "SELECT c.name, c.email, s.message, s.channel FROM crm.submissions s JOIN crm.contacts c USING (contact_id)"
+    )
+    assert dict(row) == {
+        "name": "Maija",
+        "email": "maija@example.fi",
+        "message": "First words",
+        "channel": "chat",
+    }
+    # The pieces left the pending store; only the link to the submission stays.
+    assert await db.fetchval("SELECT fields::text FROM ingest.pending_chats") == "{}"
+
+
+async def test_a_later_phone_fills_in_the_contact_without_a_second_submission(service, config, db):
+    source = config.sources["partner-chat"]
+    first = await service.accept(source, piece("s1", email="maija@example.fi", message="Hi"), NOW)
+    later = await service.accept(source, piece("s1", phone="040 123 4567"), NOW)
+    assert later.status == "updated"
+    assert later.submission_id == first.submission_id
+    assert await db.fetchval("SELECT phone FROM crm.contacts") == "+358401234567"
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
+
+
+async def test_a_redelivered_committing_piece_is_a_duplicate(service, config, db):
+    source = config.sources["partner-chat"]
+    first = await service.accept(source, piece("s1", "d1", email="maija@example.fi"), NOW)
+    again = await service.accept(source, piece("s1", "d1", email="maija@example.fi"), NOW)
+    assert (again.status, again.submission_id) == ("duplicate", first.submission_id)
+
+
+async def test_pieces_arriving_together_are_all_kept(service, config, db):
+    source = config.sources["partner-chat"]
+    await asyncio.gather(
+        service.accept(source, piece("s2", name="Maija"), NOW),
+        service.accept(source, piece("s2", message="Hello"), NOW),
+    )
+    outcome = await service.accept(source, piece("s2", email="m@example.fi"), NOW)
+    assert outcome.status == "created"
+    row = await db.fetchrow(
+        "SELECT c.name, s.message FROM crm.submissions s JOIN crm.contacts c USING (contact_id)"
+    )
+    assert dict(row) == {"name": "Maija", "message": "Hello"}
+
+
+async def test_an_invalid_email_in_a_chat_piece_is_dropped_not_refused(service, config, db):
+    source = config.sources["partner-chat"]
+    outcome = await service.accept(source, piece("s3", email="not-an-address", name="Maija"), NOW)
+    assert outcome.status == "ignored"
+    assert "not-an-address" not in await dump_database(db)
+
+
+async def test_expired_pieces_start_afresh_and_are_purged(service, config, db):
+    from ingest import repository
+
+    source = config.sources["partner-chat"]
+    await service.accept(source, piece("s4", name="Old Name", message="old"), NOW - timedelta(days=2))
+    assert await db.fetchval("SELECT count(*) FROM ingest.pending_chats WHERE expires_at <= now()") == 1
+    outcome = await service.accept(source, piece("s4", email="new@example.fi"), NOW)
+    assert outcome.status == "created"
+    assert await db.fetchval("SELECT name FROM crm.contacts") is None  # the expired name was not used
+    await service.accept(source, piece("s5", name="Gone"), NOW - timedelta(days=2))
+    assert await repository.delete_expired_pending_chats(db) == 1
+    assert "Gone" not in await dump_database(db)
