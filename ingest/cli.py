@@ -100,6 +100,27 @@ def cmd_check_config(_: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_crm_tail(args: argparse.Namespace, _: Config | None) -> int:
+    """Print new submissions as JSON lines, resuming from a cursor file."""
+    import signal  # noqa: PLC0415
+
+    from ingest.crm_tail import as_json, tail  # noqa: PLC0415
+
+    dsn = args.dsn or os.environ.get("DATABASE_URL")
+    if not dsn:
+        raise ConfigError("crm-tail: --dsn or DATABASE_URL is required")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await tail(dsn, args.cursor_file, lambda row: print(as_json(row), flush=True), stop)  # noqa: T201
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__)
@@ -118,11 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("check-config", help="validate the configuration file")
+    crm_tail = sub.add_parser("crm-tail", help="example CRM consumer: print new submissions as JSON lines")
+    crm_tail.add_argument(
+        "--dsn", help="connection string (a role granted crm_reader); default $DATABASE_URL"
+    )
+    crm_tail.add_argument("--cursor-file", type=Path, default=Path("crm-tail.cursor"))
     return parser
 
 
-COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "check-config": cmd_check_config}
-NEEDS_NO_CONFIG = frozenset({"migrate"})
+COMMANDS = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "check-config": cmd_check_config,
+    "crm-tail": cmd_crm_tail,
+}
+NEEDS_NO_CONFIG = frozenset({"migrate", "crm-tail"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,6 +116,15 @@ async def upsert_contact_by_phone(
     return contact_id
 
 
+# pg_advisory_xact_lock key serialising the tail of writers to the crm feeds ("crmfeed").
+FEED_LOCK_KEY = 0x63726D66656564
+
+
+async def lock_feed(conn: Conn) -> None:
+    """Hold the feed lock until COMMIT, so feed sequence numbers become visible in order."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
+
+
 async def insert_submission(
     conn: Conn,
     submission_id: uuid.UUID,

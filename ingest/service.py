@@ -205,6 +205,8 @@ async def write_envelope(
         contact_id = await repository.upsert_contact_by_phone(
             conn, data.name, data.phone, phone_hash, envelope.received_at
         )
+    # From here to COMMIT the feed lock is held: keep this tail short.
+    await repository.lock_feed(conn)
     await repository.insert_submission(
         conn,
         submission_id,

@@ -1,0 +1,147 @@
+"""The CRM feed never skips: the race a naive sequence has, the fix, and the consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ingest import repository
+from ingest.crm_tail import read_cursor, tail
+from ingest.domain import RawSubmission
+from ingest.service import IngestService
+from tests.support import PEPPER
+
+NOW = datetime.now(UTC)
+
+
+async def _contact(conn) -> uuid.UUID:
+    return await conn.fetchval(
+        "INSERT INTO ingest.contacts (email) VALUES ($1) RETURNING contact_id",
+        f"{uuid.uuid4().hex}@example.fi",
+    )
+
+
+async def _insert_submission(conn, contact_id) -> None:
+    await repository.insert_submission(conn, uuid.uuid4(), contact_id, "s", "form", None, "v", NOW)
+
+
+async def test_without_the_feed_lock_a_poller_can_see_a_later_seq_before_an_earlier_one(db_dsn):
+    # The race the lock exists for: A takes seq n, B takes n+1 and commits first.
+    a, b, reader = [await asyncpg.connect(db_dsn) for _ in range(3)]
+    try:
+        contact = await _contact(reader)
+        tx_a = a.transaction()
+        await tx_a.start()
+        await _insert_submission(a, contact)
+        await _insert_submission(b, contact)  # autocommit
+        visible = [r["seq"] for r in await reader.fetch("SELECT seq FROM crm.submissions ORDER BY seq")]
+        assert len(visible) == 1  # B's larger seq is visible; A's smaller one is not yet
+        await tx_a.commit()
+        seqs = [r["seq"] for r in await reader.fetch("SELECT seq FROM crm.submissions ORDER BY seq")]
+        assert visible[0] == max(seqs)  # a poller that advanced to it would skip A's row forever
+    finally:
+        for conn in (a, b, reader):
+            await conn.close()
+
+
+async def test_with_the_feed_lock_a_second_writer_waits_until_the_first_commits(db_dsn):
+    a, b = [await asyncpg.connect(db_dsn) for _ in range(2)]
+    try:
+        contact = await _contact(a)
+        tx_a = a.transaction()
+        await tx_a.start()
+        await repository.lock_feed(a)
+        await _insert_submission(a, contact)
+
+        async def writer_b() -> None:
+            async with b.transaction():
+                await repository.lock_feed(b)
+                await _insert_submission(b, contact)
+
+        task = asyncio.ensure_future(writer_b())
+        await asyncio.sleep(0.3)
+        assert not task.done()  # B cannot take a seq while A is in flight
+        await tx_a.commit()
+        await asyncio.wait_for(task, timeout=5)
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.fixture
+async def service(db_dsn, config):
+    pool = await asyncpg.create_pool(db_dsn, min_size=8, max_size=8)
+    yield IngestService(config, pool, PEPPER)
+    await pool.close()
+
+
+async def _write(service: IngestService, config, count: int, tag: str) -> None:
+    source = config.sources["partner-forms"]
+    for i in range(count):
+        raw = RawSubmission(fields={"email": f"{tag}-{i}@example.fi"}, delivery_id=f"{tag}-{i}")
+        outcome = await service.accept(source, raw, NOW)
+        assert outcome.status == "created"
+
+
+async def test_a_poller_sees_every_row_exactly_once_while_many_connections_write(service, config, db):
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()  # read before polling: the final poll sees everything
+            rows = await db.fetch("SELECT seq FROM crm.submissions WHERE seq > $1 ORDER BY seq", last)
+            seen.extend(r["seq"] for r in rows)
+            if rows:
+                last = rows[-1]["seq"]
+            if finished:
+                return
+            await asyncio.sleep(0)
+
+    poller = asyncio.ensure_future(poll())
+    await asyncio.gather(*(_write(service, config, 40, f"w{w}") for w in range(8)))
+    done.set()
+    await poller
+    all_seqs = [r["seq"] for r in await db.fetch("SELECT seq FROM crm.submissions ORDER BY seq")]
+    assert len(all_seqs) == 320
+    assert seen == all_seqs  # every row, once, in order
+
+
+async def test_the_example_consumer_resumes_after_a_restart_without_loss_or_duplication(
+    service, config, db_dsn, tmp_path: Path
+):
+    cursor = tmp_path / "cursor"
+    emitted: list[str] = []
+
+    async def run_until(count: int) -> None:
+        stop = asyncio.Event()
+
+        def emit(row) -> None:
+            emitted.append(str(row["submission_id"]))
+            if len(emitted) >= count:
+                stop.set()
+
+        await asyncio.wait_for(tail(db_dsn, cursor, emit, stop, poll_seconds=0.2), timeout=30)
+
+    await _write(service, config, 5, "first")
+    await run_until(5)
+    assert read_cursor(cursor) > 0
+    await _write(service, config, 7, "second")  # written while the consumer is down
+    writer = asyncio.ensure_future(_write(service, config, 3, "third"))  # and while it runs
+    await run_until(15)
+    await writer
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        stored = [
+            str(r["submission_id"])
+            for r in await conn.fetch("SELECT submission_id FROM crm.submissions ORDER BY seq")
+        ]
+    finally:
+        await conn.close()
+    assert emitted == stored
