@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import structlog
 from aiohttp import web
 
-from ingest import migrations
+from ingest import migrations, repository_subjects, rights, ropa
 from ingest.config import Config, load_config
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, ValidationFailed
+from ingest.links import make_token
 from ingest.logs import configure_logging
+from ingest.pseudonyms import email_key
 
 log = structlog.get_logger("ingest.cli")
 
@@ -35,7 +39,7 @@ def database_url(data_dir: Path) -> Iterator[tuple[str, bool]]:
         log.info("embedded_postgres_started", data_dir=str(data_dir))
         # The DSN names a local socket directory and no password: safe to show so
         # that psql or a CRM can connect.
-        print(f"embedded PostgreSQL: {embedded_dsn}", file=sys.stderr)  # noqa: T201
+        print(f"embedded PostgreSQL: {embedded_dsn}", file=sys.stderr)
         yield embedded_dsn, True
 
 
@@ -87,13 +91,13 @@ def cmd_migrate(args: argparse.Namespace, _: Config | None) -> int:
     """Apply pending migrations."""
     with database_url(args.data_dir) as (dsn, _embedded):
         applied = asyncio.run(run_migrations(dsn))
-    print(f"applied {len(applied)} migration(s): {applied}" if applied else "database is up to date")  # noqa: T201
+    print(f"applied {len(applied)} migration(s): {applied}" if applied else "database is up to date")
     return 0
 
 
 def cmd_check_config(_: argparse.Namespace, config: Config) -> int:
     """Report that the configuration is valid."""
-    print(  # noqa: T201
+    print(
         f"{config.path}: OK ({len(config.sources)} sources, {len(config.purposes)} purposes, "
         f"{len(config.consents)} consents, {len(config.admin_tokens)} admin tokens)"
     )
@@ -115,9 +119,133 @@ def cmd_crm_tail(args: argparse.Namespace, _: Config | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await tail(dsn, args.cursor_file, lambda row: print(as_json(row), flush=True), stop)  # noqa: T201
+        await tail(dsn, args.cursor_file, lambda row: print(as_json(row), flush=True), stop)
 
     asyncio.run(run())
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _with_database(args: argparse.Namespace, work: Callable[[asyncpg.Pool, str], Awaitable[int]]) -> int:
+    """Run `work(pool, pepper)` against DATABASE_URL or the embedded server (migrated)."""
+    with database_url(args.data_dir) as (dsn, embedded):
+        pepper = resolve_pepper(embedded, args.data_dir)
+        if embedded:
+            asyncio.run(run_migrations(dsn))
+
+        async def run() -> int:
+            async with _pool(dsn) as pool:
+                return await work(pool, pepper)
+
+        return asyncio.run(run())
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_subjects(args: argparse.Namespace, config: Config) -> int:
+    """Export, erase, opt-out, record a request, or list pending requests."""
+    actor = "cli"
+    if args.action == "pending":
+
+        async def pending(pool: asyncpg.Pool, _: str) -> int:
+            async with pool.acquire() as conn:
+                rows = await repository_subjects.open_requests(conn)
+            _print_json([dict(r) for r in rows])
+            return 1 if any(r["overdue"] for r in rows) else 0
+
+        return _with_database(args, pending)
+    subject = rights.subject_from(config, args.email, args.phone)
+
+    async def act(pool: asyncpg.Pool, pepper: str) -> int:
+        if args.action == "export":
+            _print_json(await rights.export(pool, subject, pepper, actor))
+        elif args.action == "erase":
+            _print_json({"status": "erased", "removed": await rights.erase(pool, subject, pepper, actor)})
+        elif args.action == "opt-out":
+            _print_json(
+                {"status": "opted_out", "recorded": await rights.opt_out(pool, subject, pepper, actor)}
+            )
+        else:
+            request_id = await rights.record_request(pool, subject, args.kind, pepper, actor)
+            _print_json({"status": "recorded", "request_id": request_id, "kind": args.kind})
+        return 0
+
+    return _with_database(args, act)
+
+
+def cmd_purge(args: argparse.Namespace, _: Config) -> int:
+    """Erase contacts past retention and expired chat pieces."""
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        print(
+            f"\rpurge: [{'#' * filled}{'.' * (width - filled)}] {done}/{total} contacts",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def work(pool: asyncpg.Pool, _: str) -> int:
+        report = await rights.purge(pool, datetime.now(UTC), "cli", dry_run=args.dry_run, progress=progress)
+        print(file=sys.stderr)  # end the progress line
+        _print_json({"dry_run": args.dry_run, "removed" if not args.dry_run else "would_remove": report})
+        return 0
+
+    return _with_database(args, work)
+
+
+def cmd_audit(args: argparse.Namespace, _: Config | None) -> int:
+    """Verify the consent and audit hash chains."""
+
+    async def work(pool: asyncpg.Pool, _: str) -> int:
+        lines = await rights.verify_chains(pool)
+        print("\n".join(lines))
+        return 0 if all(": OK" in line for line in lines) else 1
+
+    return _with_database(args, work)
+
+
+def cmd_link(args: argparse.Namespace, config: Config) -> int:
+    """Print a signed, expiring unsubscribe or confirmation URL for an e-mail address."""
+    subject = rights.subject_from(config, args.email)
+    if args.command == "confirm-link" and args.consent not in config.consents:
+        raise ConfigError(f"consents.{args.consent}: no such consent in the configuration")
+    base = (args.base_url or config.public_url or "http://127.0.0.1:8080").rstrip("/")
+    with (
+        database_url(args.data_dir)
+        if not os.environ.get("INGEST_PEPPER")
+        else contextlib.nullcontext(("", False)) as (_, embedded)
+    ):
+        pepper = resolve_pepper(embedded, args.data_dir)
+    assert subject.email is not None  # noqa: S101 - subject_from with an e-mail only
+    email_hash = email_key(pepper, subject.email)
+    action = "unsubscribe" if args.command == "unsubscribe-link" else "confirm"
+    token = make_token(
+        pepper,
+        action,
+        email_hash,
+        datetime.now(UTC),
+        args.days,
+        consent_id=args.consent if action == "confirm" else None,
+    )
+    print(f"{base}/v1/{action}?token={token}")
+    return 0
+
+
+def cmd_ropa(_: argparse.Namespace, config: Config) -> int:
+    """Print the record of processing activities."""
+    print(ropa.render(config), end="")
     return 0
 
 
@@ -139,6 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("check-config", help="validate the configuration file")
+    subjects = sub.add_parser("subjects", help="data subject rights")
+    subjects.add_argument("action", choices=["export", "erase", "opt-out", "request", "pending"])
+    subjects.add_argument("--email")
+    subjects.add_argument("--phone")
+    subjects.add_argument(
+        "--kind",
+        choices=["access", "erasure", "objection"],
+        default="access",
+        help="with 'request': the kind of request received",
+    )
+    purge = sub.add_parser("purge", help="erase what is past its retention")
+    purge.add_argument("--dry-run", action="store_true")
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit.add_argument("action", choices=["verify"])
+    for name in ("unsubscribe-link", "confirm-link"):
+        link = sub.add_parser(name, help=f"print a signed {name.split('-')[0]} URL")
+        link.add_argument("--email", required=True)
+        link.add_argument("--days", type=int, default=30)
+        link.add_argument("--base-url")
+        link.add_argument("--consent", default="marketing-email-v1", help="with confirm-link: the consent id")
+    sub.add_parser("ropa", help="print the record of processing activities (Art. 30)")
     crm_tail = sub.add_parser("crm-tail", help="example CRM consumer: print new submissions as JSON lines")
     crm_tail.add_argument(
         "--dsn", help="connection string (a role granted crm_reader); default $DATABASE_URL"
@@ -152,8 +301,14 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
     "crm-tail": cmd_crm_tail,
+    "subjects": cmd_subjects,
+    "purge": cmd_purge,
+    "audit": cmd_audit,
+    "unsubscribe-link": cmd_link,
+    "confirm-link": cmd_link,
+    "ropa": cmd_ropa,
 }
-NEEDS_NO_CONFIG = frozenset({"migrate", "crm-tail"})
+NEEDS_NO_CONFIG = frozenset({"migrate", "crm-tail", "audit"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,5 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = None if args.command in NEEDS_NO_CONFIG else load_config(args.config)
         return COMMANDS[args.command](args, config)  # type: ignore[arg-type]
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationFailed as exc:
+        print(f"invalid input: {json.dumps(exc.fields)}", file=sys.stderr)
         return 2

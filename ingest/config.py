@@ -88,6 +88,7 @@ class Limits:
     rate_per_source_per_second: int = 500
     max_concurrent_requests: int = 512
     pending_chat_ttl_hours: int = 24
+    maintenance_interval_seconds: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class Config:
     admin_tokens: tuple[AdminToken, ...]
     limits: Limits
     notice_url: str | None = None
+    public_url: str | None = None
     path: str | None = None
 
 
@@ -221,6 +223,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError("default_region: not a known ISO 3166 region code")
     notice_url = top.get("notice_url", str, None)
+    public_url = _url(top, "public_url")
     purposes = _purposes(top.sub("purposes"))
     consents = _consents(top.sub("consents"), purposes)
     sources = _sources(top.sub("sources"), purposes, consents, environ)
@@ -236,6 +239,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         admin_tokens=tokens,
         limits=limits,
         notice_url=notice_url,
+        public_url=public_url,
     )
 
 

@@ -102,6 +102,7 @@ class Unauthorized(IngestError):
 
     code = "unauthorized"
     status = 401
+    headers: Mapping[str, str] = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(IngestError):
@@ -134,3 +135,10 @@ class RequestTimeout(IngestError):
 
     code = "body_timeout"
     status = 408
+
+
+class InvalidLink(IngestError):
+    """An unsubscribe or confirmation link that is forged, altered or expired."""
+
+    code = "invalid_link"
+    status = 400

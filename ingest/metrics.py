@@ -18,6 +18,9 @@ class Metrics:
     batch_size: Histogram
     pool_in_use: Gauge
     signature_failures: Counter
+    pending_chats: Gauge
+    overdue_requests: Gauge
+    purge_runs: Counter
 
 
 def create_metrics() -> Metrics:
@@ -59,6 +62,20 @@ def create_metrics() -> Metrics:
             "ingest_signature_failures",
             "Requests refused for a bad signature, by source",
             ["source"],
+            registry=registry,
+        ),
+        pending_chats=Gauge(
+            "ingest_pending_chats", "Chat sessions waiting for contact details", registry=registry
+        ),
+        overdue_requests=Gauge(
+            "ingest_subject_requests_overdue",
+            "Access/erasure/objection requests past their deadline",
+            registry=registry,
+        ),
+        purge_runs=Counter(
+            "ingest_purge_runs",
+            "Retention purges by result (done, skipped, failed)",
+            ["result"],
             registry=registry,
         ),
     )

@@ -162,3 +162,43 @@ def test_serve_without_database_url_runs_on_the_embedded_postgresql(tmp_path):
         assert _stop(process) == 0
     assert (data / "pepper").is_file()  # development pepper kept beside the data
     assert not (data / "pgdata" / "postmaster.pid").exists()  # the server was stopped
+
+
+def test_subjects_export_erase_and_audit_verify_from_the_command_line(empty_db):
+    env = base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32)
+    assert run("migrate", env=env).returncode == 0
+    exported = run("--config", str(EXAMPLE), "subjects", "export", "--email", "nobody@example.fi", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["contacts"] == []
+    erased = run("--config", str(EXAMPLE), "subjects", "erase", "--email", "nobody@example.fi", env=env)
+    assert json.loads(erased.stdout)["removed"]["contacts"] == 0
+    opted = run("--config", str(EXAMPLE), "subjects", "opt-out", "--email", "nobody@example.fi", env=env)
+    assert json.loads(opted.stdout)["recorded"]["suppression_entries_added"] == 1
+    verify = run("audit", "verify", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "audit_log: OK (3 rows)" in verify.stdout
+    bad = run("--config", str(EXAMPLE), "subjects", "export", "--email", "not-an-address", env=env)
+    assert bad.returncode == 2
+    assert "not-an-address" not in bad.stderr
+
+
+def test_purge_dry_run_and_ropa_and_links_from_the_command_line(empty_db):
+    env = base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32)
+    assert run("migrate", env=env).returncode == 0
+    dry = run("--config", str(EXAMPLE), "purge", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["would_remove"]["contacts"] == 0
+    ropa = run("--config", str(EXAMPLE), "ropa", env=env)
+    assert "| direct_marketing | consent | 730 days |" in ropa.stdout
+    link = run(
+        "--config",
+        str(EXAMPLE),
+        "unsubscribe-link",
+        "--email",
+        "maija@example.fi",
+        "--base-url",
+        "https://ingest.example",
+        env=env,
+    )
+    assert link.stdout.startswith("https://ingest.example/v1/unsubscribe?token=")
+    assert "maija" not in link.stdout

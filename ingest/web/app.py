@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 from aiohttp import web
 
-from ingest import repository
+from ingest import repository, repository_subjects, rights
 from ingest.config import Config
 from ingest.errors import ConfigError
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
-from ingest.web import health, intake
+from ingest.web import admin, health, intake
 from ingest.web.keys import CONFIG, DSN, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.middleware import request_context
 
@@ -31,11 +33,13 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app[PEPPER] = pepper
     app[METRICS] = create_metrics()
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(maintenance)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_post("/v1/{kind:forms|chats}/{source}", intake.receive)
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
+    admin.add_routes(app)
     return app
 
 
@@ -78,3 +82,29 @@ async def sync_consent_texts(pool: asyncpg.Pool, config: Config) -> None:
             f"consents.{changed[0]}: its text differs from the wording recorded under this id; "
             "new words need a new consent id"
         )
+
+
+async def maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Run the retention purge periodically and refresh the gauges that need the database."""
+    task = asyncio.create_task(_maintenance_loop(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _maintenance_loop(app: web.Application) -> None:
+    interval = app[CONFIG].limits.maintenance_interval_seconds
+    metrics = app[METRICS]
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            report = await rights.purge(app[POOL], datetime.now(UTC), "scheduler")
+            metrics.purge_runs.labels("skipped" if "skipped_locked" in report else "done").inc()
+            async with app[POOL].acquire() as conn:
+                metrics.overdue_requests.set(await repository_subjects.count_overdue(conn))
+                metrics.pending_chats.set(await conn.fetchval("SELECT count(*) FROM ingest.pending_chats"))
+            log.info("maintenance_done", removed=report.get("contacts", 0))
+        except Exception as exc:  # noqa: BLE001 - the loop must survive a failed run (DB away)
+            metrics.purge_runs.labels("failed").inc()
+            log.warning("maintenance_failed", exc_type=type(exc).__name__)

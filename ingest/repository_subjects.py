@@ -1,0 +1,352 @@
+"""SQL of the data subject rights, retention and audit (the write path is in repository.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ingest.repository import Conn
+
+OBJECTION_CONSENT_ID = "objection-direct-marketing"
+OBJECTION_TEXT = "The person objected to direct marketing (GDPR Art. 21(2)); consent withdrawn."
+
+
+async def find_contacts(conn: Conn, email: str | None, phone: str | None) -> list[uuid.UUID]:
+    """Contacts with this e-mail (case-insensitively) or this phone."""
+    rows = await conn.fetch(
+        """
+        SELECT contact_id FROM ingest.contacts
+         WHERE ($1::text IS NOT NULL AND lower(email) = lower($1))
+            OR ($2::text IS NOT NULL AND phone = $2)
+         ORDER BY first_seen_at
+        """,
+        email,
+        phone,
+    )
+    return [row["contact_id"] for row in rows]
+
+
+async def contacts_by_email_hash(conn: Conn, email_hash: bytes) -> list[uuid.UUID]:
+    """Contacts whose e-mail has this keyed hash (signed links carry only the hash)."""
+    rows = await conn.fetch("SELECT contact_id FROM ingest.contacts WHERE email_hash = $1", email_hash)
+    return [row["contact_id"] for row in rows]
+
+
+async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    """Everything held on these contacts: fields, submissions with purposes, consent history."""
+    document: str = await conn.fetchval(
+        """
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'contact_id', c.contact_id, 'name', c.name, 'email', c.email, 'phone', c.phone,
+            'first_seen_at', c.first_seen_at, 'last_seen_at', c.last_seen_at,
+            'marketing_allowed', v.marketing_allowed,
+            'submissions', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                    'submission_id', s.submission_id, 'source', s.source, 'channel', s.channel,
+                    'message', s.message, 'received_at', s.received_at,
+                    'notice_version', s.notice_version,
+                    'purposes', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                     'purpose', p.purpose, 'lawful_basis', p.lawful_basis,
+                                     'retention_days', p.retention_days) ORDER BY p.purpose), '[]')
+                                   FROM ingest.submission_purposes p
+                                  WHERE p.submission_id = s.submission_id)
+                ) ORDER BY s.received_at, s.seq)
+                FROM ingest.submissions s WHERE s.contact_id = c.contact_id), '[]'),
+            'consent_history', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                    'consent_id', e.consent_id, 'purpose', e.purpose, 'granted', e.granted,
+                    'text', t.text, 'text_sha256', e.text_sha256, 'source', e.source,
+                    'notice_version', e.notice_version, 'recorded_at', e.recorded_at
+                ) ORDER BY e.event_id)
+                FROM ingest.consent_events e JOIN ingest.consent_texts t USING (consent_id)
+                WHERE e.contact_id = c.contact_id), '[]')
+        ) ORDER BY c.first_seen_at), '[]')::text
+          FROM ingest.contacts c JOIN crm.contacts v USING (contact_id)
+         WHERE c.contact_id = ANY($1::uuid[])
+        """,
+        list(contact_ids),
+    )
+    result: list[dict[str, Any]] = json.loads(document)
+    return result
+
+
+async def pending_chats_of(conn: Conn, email: str | None, phone: str | None) -> list[dict[str, Any]]:
+    """Chat pieces still waiting for contact details that mention this e-mail or phone."""
+    rows = await conn.fetch(
+        """
+        SELECT source, fields::text AS fields, created_at, expires_at FROM ingest.pending_chats
+         WHERE ($1::text IS NOT NULL AND lower(fields->>'email') = lower($1))
+            OR ($2::text IS NOT NULL AND fields->>'phone' = $2)
+        """,
+        email,
+        phone,
+    )
+    return [
+        {
+            "source": r["source"],
+            "fields": json.loads(r["fields"]),
+            "created_at": r["created_at"].isoformat(),
+            "expires_at": r["expires_at"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+async def delete_pending_chats_of(conn: Conn, email: str | None, phone: str | None) -> int:
+    """Remove pending chat pieces mentioning this e-mail or phone."""
+    result: str = await conn.execute(
+        """
+        DELETE FROM ingest.pending_chats
+         WHERE ($1::text IS NOT NULL AND lower(fields->>'email') = lower($1))
+            OR ($2::text IS NOT NULL AND fields->>'phone' = $2)
+        """,
+        email,
+        phone,
+    )
+    return _count(result)
+
+
+async def erase_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> dict[str, int]:
+    """Delete contacts (submissions and purposes cascade; consent events are unlinked)."""
+    counts = await conn.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM ingest.submissions WHERE contact_id = ANY($1::uuid[])) AS submissions,
+               (SELECT count(*) FROM ingest.consent_events
+                 WHERE contact_id = ANY($1::uuid[])) AS consent_events
+        """,
+        list(contact_ids),
+    )
+    result: str = await conn.execute(
+        "DELETE FROM ingest.contacts WHERE contact_id = ANY($1::uuid[])", list(contact_ids)
+    )
+    if counts is None:  # pragma: no cover - a SELECT of two counts always returns a row
+        raise RuntimeError("no counts")
+    return {
+        "contacts": _count(result),
+        "submissions": int(counts["submissions"]),
+        "consent_events_unlinked": int(counts["consent_events"]),
+    }
+
+
+async def contact_keys(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[tuple[bytes, str]]:
+    """The suppression keys (email and phone hashes) of these contacts."""
+    rows = await conn.fetch(
+        """
+        SELECT email_hash AS key, 'email' AS kind FROM ingest.contacts
+         WHERE contact_id = ANY($1::uuid[]) AND email_hash IS NOT NULL
+        UNION
+        SELECT phone_hash, 'phone' FROM ingest.contacts
+         WHERE contact_id = ANY($1::uuid[]) AND phone_hash IS NOT NULL
+        """,
+        list(contact_ids),
+    )
+    return [(row["key"], row["kind"]) for row in rows]
+
+
+async def add_suppressions(conn: Conn, keys: Sequence[tuple[bytes, str]]) -> int:
+    """Record direct-marketing objections by keyed hash; return how many are new."""
+    result: str = await conn.execute(
+        """
+        INSERT INTO ingest.suppressions (key_hash, kind)
+        SELECT k, kind FROM unnest($1::bytea[], $2::text[]) AS t(k, kind)
+        ON CONFLICT (key_hash) DO NOTHING
+        """,
+        [k for k, _ in keys],
+        [kind for _, kind in keys],
+    )
+    return _count(result)
+
+
+async def remove_suppression(conn: Conn, key: bytes) -> int:
+    """Lift a suppression (only after a confirmed opt-in)."""
+    return _count(await conn.execute("DELETE FROM ingest.suppressions WHERE key_hash = $1", key))
+
+
+async def suppressed(conn: Conn, keys: Sequence[bytes]) -> list[bytes]:
+    """Which of these keys are on the suppression list."""
+    rows = await conn.fetch(
+        "SELECT key_hash FROM ingest.suppressions WHERE key_hash = ANY($1::bytea[])", list(keys)
+    )
+    return [row["key_hash"] for row in rows]
+
+
+async def ensure_objection_text(conn: Conn) -> str:
+    """The consent text id recorded when someone objects (stored once); return its hash."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256(OBJECTION_TEXT.encode()).hexdigest()
+    await conn.execute(
+        """
+        INSERT INTO ingest.consent_texts (consent_id, purpose, text, text_sha256)
+        VALUES ($1, 'direct_marketing', $2, $3) ON CONFLICT (consent_id) DO NOTHING
+        """,
+        OBJECTION_CONSENT_ID,
+        OBJECTION_TEXT,
+        digest,
+    )
+    return digest
+
+
+async def record_consent_for_contacts(
+    conn: Conn,
+    contact_ids: Sequence[uuid.UUID],
+    consent_id: str,
+    purpose: str,
+    *,
+    granted: bool,
+    text_sha256: str,
+    source: str,
+) -> int:
+    """Append one consent event per contact (a withdrawal or a confirmed grant)."""
+    result: str = await conn.execute(
+        """
+        INSERT INTO ingest.consent_events (contact_id, consent_id, purpose, granted, text_sha256, source)
+        SELECT c, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS c
+        """,
+        list(contact_ids),
+        consent_id,
+        purpose,
+        granted,
+        text_sha256,
+        source,
+    )
+    return _count(result)
+
+
+async def add_subject_events(conn: Conn, contact_ids: Sequence[uuid.UUID], event: str) -> None:
+    """Tell the CRM (crm.subject_events); the caller holds the feed lock."""
+    await conn.execute(
+        "INSERT INTO ingest.subject_events (contact_id, event) SELECT c, $2 FROM unnest($1::uuid[]) AS c",
+        list(contact_ids),
+        event,
+    )
+
+
+async def audit(conn: Conn, actor: str, action: str, details: dict[str, Any]) -> None:
+    """Append an audit row (counts and kinds only)."""
+    await conn.execute(
+        "INSERT INTO ingest.audit_log (actor, action, details) VALUES ($1, $2, $3::jsonb)",
+        actor,
+        action,
+        json.dumps(details, sort_keys=True),
+    )
+
+
+async def open_request(conn: Conn, kind: str, subject_hash: bytes, actor: str, received_at: datetime) -> int:
+    """Record a request received (e.g. by letter) with its one-month deadline."""
+    request_id: int = await conn.fetchval(
+        """
+        INSERT INTO ingest.subject_requests (kind, subject_hash, received_at, due_at, actor)
+        VALUES ($1, $2, $3::timestamptz, $3::timestamptz + interval '1 month', $4) RETURNING request_id
+        """,
+        kind,
+        subject_hash,
+        received_at,
+        actor,
+    )
+    return request_id
+
+
+async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[bytes], actor: str) -> int:
+    """Close the open requests of this kind for this person, or record one done now."""
+    result: str = await conn.execute(
+        """
+        UPDATE ingest.subject_requests SET completed_at = now()
+         WHERE kind = $1 AND subject_hash = ANY($2::bytea[]) AND completed_at IS NULL
+        """,
+        kind,
+        list(subject_hashes),
+    )
+    closed = _count(result)
+    if closed == 0 and subject_hashes:
+        await conn.execute(
+            """
+            INSERT INTO ingest.subject_requests (kind, subject_hash, due_at, completed_at, actor)
+            VALUES ($1, $2, now() + interval '1 month', now(), $3)
+            """,
+            kind,
+            subject_hashes[0],
+            actor,
+        )
+    return closed
+
+
+async def open_requests(conn: Conn) -> list[asyncpg.Record]:
+    """Open requests, oldest deadline first."""
+    return list(
+        await conn.fetch(
+            """
+        SELECT request_id, kind, received_at, due_at, due_at < now() AS overdue, actor
+          FROM ingest.subject_requests WHERE completed_at IS NULL ORDER BY due_at
+        """
+        )
+    )
+
+
+async def count_overdue(conn: Conn) -> int:
+    """How many requests are past their deadline."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM ingest.subject_requests WHERE completed_at IS NULL AND due_at < now()"
+    )
+    return count
+
+
+async def expired_contacts(conn: Conn, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Contacts whose every purpose's retention has run out since their last activity."""
+    rows = await conn.fetch(
+        """
+        SELECT c.contact_id
+          FROM ingest.contacts c
+         WHERE c.last_seen_at + make_interval(days => coalesce((
+                   SELECT max(p.retention_days)
+                     FROM ingest.submissions s JOIN ingest.submission_purposes p USING (submission_id)
+                    WHERE s.contact_id = c.contact_id), 0)) <= $1
+         ORDER BY c.last_seen_at
+         LIMIT $2
+        """,
+        now,
+        limit,
+    )
+    return [row["contact_id"] for row in rows]
+
+
+async def count_expired_contacts(conn: Conn, now: datetime) -> int:
+    """How many contacts a purge would erase now."""
+    count: int = await conn.fetchval(
+        """
+        SELECT count(*) FROM ingest.contacts c
+         WHERE c.last_seen_at + make_interval(days => coalesce((
+                   SELECT max(p.retention_days)
+                     FROM ingest.submissions s JOIN ingest.submission_purposes p USING (submission_id)
+                    WHERE s.contact_id = c.contact_id), 0)) <= $1
+        """,
+        now,
+    )
+    return count
+
+
+async def chain_rows(conn: Conn, chain: str) -> list[asyncpg.Record]:
+    """Rows of a hash chain with their stored and recomputed hashes, in order."""
+    if chain == "consent_events":
+        query = """
+            SELECT event_id AS id, prev_hash, row_hash, ingest.consent_event_digest(e) AS computed
+              FROM ingest.consent_events e WHERE row_hash IS NOT NULL ORDER BY event_id
+        """
+    elif chain == "audit_log":
+        query = """
+            SELECT audit_id AS id, prev_hash, row_hash, ingest.audit_digest(a) AS computed
+              FROM ingest.audit_log a ORDER BY audit_id
+        """
+    else:
+        raise ValueError("unknown chain")
+    return list(await conn.fetch(query))
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as 'DELETE 3'."""
+    return int(status.rsplit(" ", 1)[-1])

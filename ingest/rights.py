@@ -1,0 +1,259 @@
+"""Data subject rights: access/export, erasure, objection, confirmed opt-in, retention.
+
+One function per right, each owning its transaction, each writing an audit row.
+Shared by the admin API (web/admin.py) and the command line (cli.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from marshmallow import ValidationError
+
+from ingest import normalise
+from ingest import repository_subjects as sql
+from ingest.config import Config
+from ingest.errors import InvalidLink, ValidationFailed
+from ingest.pseudonyms import email_key, phone_key
+from ingest.repository import lock_feed
+
+EXPORT_FORMAT = "qualitydesk-ingest/subject-export/v1"
+PURGE_CHUNK = 100
+PURGE_LOCK_KEY = 0x7075726765  # "purge": one replica purges at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who a request is about: a normalised e-mail and/or phone."""
+
+    email: str | None
+    phone: str | None
+
+    def keys(self, pepper: str) -> list[tuple[bytes, str]]:
+        """The suppression keys of the identifiers given."""
+        keys = []
+        if self.email:
+            keys.append((email_key(pepper, self.email), "email"))
+        if self.phone:
+            keys.append((phone_key(pepper, self.phone), "phone"))
+        return keys
+
+
+def subject_from(config: Config, email: object = None, phone: object = None) -> Subject:
+    """Normalise the identifiers of a request; 422 if neither is usable."""
+    errors: dict[str, list[str]] = {}
+    values: dict[str, str | None] = {"email": None, "phone": None}
+    for name, value in (("email", email), ("phone", phone)):
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            errors[name] = ["Not a valid string."]
+            continue
+        try:
+            values[name] = (
+                normalise.email(value) if name == "email" else normalise.phone(value, config.default_region)
+            )
+        except ValidationError as exc:
+            errors[name] = [str(m) for m in exc.messages] if isinstance(exc.messages, list) else ["Invalid."]
+    if errors:
+        raise ValidationFailed(errors)
+    if not values["email"] and not values["phone"]:
+        raise ValidationFailed({"email": ["Give an e-mail address or a phone number."]})
+    return Subject(email=values["email"], phone=values["phone"])
+
+
+async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, Any]:
+    """Everything held on the person, as one JSON-ready document (Art. 15, 20)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        contacts = await sql.export_contacts(conn, contact_ids)
+        pending = await sql.pending_chats_of(conn, subject.email, subject.phone)
+        keys = subject.keys(pepper)
+        for contact_id in contact_ids:
+            keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
+        suppressed = set(await sql.suppressed(conn, [k for k, _ in keys]))
+        await sql.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.audit(conn, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)})
+    notice_versions = sorted({s["notice_version"] for c in contacts for s in c["submissions"]})
+    return {
+        "format": EXPORT_FORMAT,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "subject": {"email": subject.email, "phone": subject.phone},
+        "contacts": contacts,
+        "pending_chats": pending,
+        "marketing_suppressed": any(k in suppressed for k, _ in keys),
+        "notice_versions": notice_versions,
+    }
+
+
+async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
+    """Remove every copy of the person's data in one transaction (Art. 17)."""
+    async with pool.acquire() as conn, conn.transaction():
+        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        report = await _erase_contacts(conn, contact_ids)
+        report["pending_chats"] = await sql.delete_pending_chats_of(conn, subject.email, subject.phone)
+        await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.audit(conn, actor, "erase", report)
+    return report
+
+
+async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
+    if not contact_ids:
+        return {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
+    await lock_feed(conn)
+    await sql.add_subject_events(conn, contact_ids, "erased")
+    return await sql.erase_contacts(conn, contact_ids)
+
+
+async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
+    """Record a direct-marketing objection that outlives erasure (Art. 21)."""
+    async with pool.acquire() as conn, conn.transaction():
+        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
+        await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.audit(conn, actor, "opt-out", report)
+    return report
+
+
+async def _object(
+    conn: Any, contact_ids: list[Any], keys: list[tuple[bytes, str]], source: str
+) -> dict[str, int]:
+    keys = keys + [k for k in await sql.contact_keys(conn, contact_ids) if k not in keys]
+    new = await sql.add_suppressions(conn, keys)
+    withdrawn = 0
+    if contact_ids:
+        digest = await sql.ensure_objection_text(conn)
+        await lock_feed(conn)
+        withdrawn = await sql.record_consent_for_contacts(
+            conn,
+            contact_ids,
+            sql.OBJECTION_CONSENT_ID,
+            "direct_marketing",
+            granted=False,
+            text_sha256=digest,
+            source=source,
+        )
+        await sql.add_subject_events(conn, contact_ids, "marketing_opt_out")
+    return {"contacts": len(contact_ids), "suppression_entries_added": new, "consent_withdrawals": withdrawn}
+
+
+async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes) -> dict[str, int]:
+    """One-click unsubscribe from a signed link (RFC 8058): an objection by e-mail hash."""
+    async with pool.acquire() as conn, conn.transaction():
+        contact_ids = await sql.contacts_by_email_hash(conn, email_hash)
+        report = await _object(conn, contact_ids, [(email_hash, "email")], source="unsubscribe-link")
+        await sql.audit(conn, "unsubscribe-link", "unsubscribe", report)
+    return report
+
+
+async def confirm_opt_in(
+    pool: asyncpg.Pool, config: Config, email_hash: bytes, consent_id: str
+) -> dict[str, int]:
+    """A confirmed opt-in (the person opened the signed link): lift the suppression, record the grant."""
+    consent = config.consents.get(consent_id)
+    if consent is None:
+        raise InvalidLink
+    async with pool.acquire() as conn, conn.transaction():
+        contact_ids = await sql.contacts_by_email_hash(conn, email_hash)
+        # The person proved they hold the address: lift the objection recorded for
+        # it and for the phone numbers of the same contacts.
+        keys = {email_hash} | {key for key, _ in await sql.contact_keys(conn, contact_ids)}
+        lifted = sum([await sql.remove_suppression(conn, key) for key in sorted(keys)])
+        await lock_feed(conn)
+        granted = await sql.record_consent_for_contacts(
+            conn,
+            contact_ids,
+            consent.consent_id,
+            consent.purpose,
+            granted=True,
+            text_sha256=consent.text_sha256,
+            source="confirm-link",
+        )
+        report = {
+            "contacts": len(contact_ids),
+            "suppression_entries_removed": lifted,
+            "consents_granted": granted,
+        }
+        await sql.audit(conn, "confirm-link", "confirm-opt-in", report)
+    return report
+
+
+async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper: str, actor: str) -> int:
+    """Log a request received outside the API, starting its one-month clock."""
+    key = subject.keys(pepper)[0][0]
+    async with pool.acquire() as conn, conn.transaction():
+        request_id = await sql.open_request(conn, kind, key, actor, datetime.now(UTC))
+        await sql.audit(conn, actor, "request", {"kind": kind, "request_id": request_id})
+    return request_id
+
+
+async def purge(
+    pool: asyncpg.Pool,
+    now: datetime,
+    actor: str,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Erase contacts whose retention ran out, and expired chat pieces (Art. 5(1)(e)).
+
+    Runs in chunks (one transaction each) under an advisory lock, so two replicas
+    never purge at once; returns what was (or, dry run, would be) removed.
+    """
+    async with pool.acquire() as lock_conn:
+        if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):
+            return {"skipped_locked": 1}
+        try:
+            return await _purge_locked(pool, now, actor, dry_run, progress)
+        finally:
+            await lock_conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+
+
+async def _purge_locked(
+    pool: asyncpg.Pool, now: datetime, actor: str, dry_run: bool, progress: Callable[[int, int], None] | None
+) -> dict[str, int]:
+    from ingest import repository  # noqa: PLC0415 - the pending-chat statement lives with the write path
+
+    async with pool.acquire() as conn:
+        total = await sql.count_expired_contacts(conn, now)
+        if dry_run:
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM ingest.pending_chats WHERE expires_at <= $1", now
+            )
+            return {"contacts": total, "pending_chats": int(pending), "dry_run": 1}
+    report = {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            batch = await sql.expired_contacts(conn, now, PURGE_CHUNK)
+            if not batch:
+                break
+            for key, value in (await _erase_contacts(conn, batch)).items():
+                report[key] += value
+        if progress:
+            progress(report["contacts"], total)
+    async with pool.acquire() as conn, conn.transaction():
+        report["pending_chats"] = await repository.delete_expired_pending_chats(conn)
+        await sql.audit(conn, actor, "purge", report)
+    return report
+
+
+async def verify_chains(pool: asyncpg.Pool) -> list[str]:
+    """Walk the consent and audit hash chains; return a line per chain (first broken link, or OK)."""
+    lines = []
+    async with pool.acquire() as conn:
+        for chain in ("consent_events", "audit_log"):
+            rows = await sql.chain_rows(conn, chain)
+            previous = "genesis"
+            broken = None
+            for row in rows:
+                if row["prev_hash"] != previous or row["row_hash"] != row["computed"]:
+                    broken = row["id"]
+                    break
+                previous = row["row_hash"]
+            lines.append(
+                f"{chain}: {'OK' if broken is None else f'BROKEN at id {broken}'} ({len(rows)} rows)"
+            )
+    return lines
