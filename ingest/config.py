@@ -173,7 +173,8 @@ class _Reader:
             return default
         value = self.table[name]
         # bool is an int in Python; a count given as `true` is a mistake.
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}")
         return value
 
@@ -393,6 +394,8 @@ def _secrets(item: _Reader, environ: Mapping[str, str], *, required: bool) -> tu
         return ()
     if isinstance(names, str):
         names = [names]
+    if not names:
+        raise ConfigError(f"{item.key('secret_env')}: name at least one environment variable")
     secrets = []
     for env_name in names:
         if not isinstance(env_name, str) or not env_name:

@@ -11,6 +11,7 @@ from marshmallow import ValidationError
 
 NAME_MAX = 200
 EMAIL_MAX = 254
+_LOCAL_MAX = 64  # RFC 5321 4.5.3.1.1
 MESSAGE_MAX = 5000
 _PHONE_INPUT_MAX = 64
 
@@ -62,6 +63,8 @@ def email(value: str) -> str | None:
     except (ValueError, UnicodeError):  # idna can fail on exotic labels
         raise ValidationError("Not a valid e-mail address.") from None
     local, _, domain = result.normalized.rpartition("@")
+    if len(local) > _LOCAL_MAX:
+        raise ValidationError("Not a valid e-mail address.")
     normalised = f"{local}@{domain.lower()}"
     if len(normalised) > EMAIL_MAX:
         raise ValidationError(f"Longer than {EMAIL_MAX} characters.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,9 +58,15 @@ class Phone(Text):
 
 def _number_text(value: float) -> str:
     # 358401234567.0 from a JSON float must read as digits, not "3.58e+11".
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError("Not a valid string.")
+        if value.is_integer():
+            value = int(value)
+    try:
+        return str(value)
+    except ValueError:  # an integer past Python's 4300-digit conversion limit
+        raise ValidationError("Not a valid string.") from None
 
 
 class SubmissionSchema(Schema):
