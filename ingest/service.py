@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import asyncpg
 from marshmallow import ValidationError
@@ -21,6 +21,15 @@ from ingest.pseudonyms import email_key, phone_key
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema, load_submission
 
 T = TypeVar("T")
+
+
+class BatchWriter(Protocol):
+    """Something that commits envelopes together (group_commit.GroupCommitWriter)."""
+
+    async def submit(self, envelope: Envelope) -> Outcome:
+        """Return the envelope's outcome once it is committed."""
+        ...
+
 
 # What "the database is unavailable" looks like from asyncpg: the connection
 # failed, was cut, the server is starting/stopping, full, or read-only (failover).
@@ -54,10 +63,13 @@ async def with_retries(operation: Callable[[], Awaitable[T]], delays: tuple[floa
 class IngestService:
     """Turns raw submissions into committed rows."""
 
-    def __init__(self, config: Config, pool: asyncpg.Pool, pepper: str) -> None:
+    def __init__(
+        self, config: Config, pool: asyncpg.Pool, pepper: str, writer: BatchWriter | None = None
+    ) -> None:
         self.config = config
         self.pool = pool
         self.pepper = pepper
+        self.writer = writer
         self.schema = SubmissionSchema(config.default_region)  # built once, reused
 
     def validate(self, raw: RawSubmission) -> Submission:
@@ -118,7 +130,9 @@ class IngestService:
         return await self.commit(prepared)
 
     async def commit(self, envelope: Envelope) -> Outcome:
-        """Write the envelope in one transaction (retrying transient failures)."""
+        """Write the envelope: with the group-commit writer, else in its own transaction."""
+        if self.writer is not None:
+            return await self.writer.submit(envelope)
         return await with_retries(lambda: self._commit_once(envelope))
 
     async def _commit_once(self, envelope: Envelope) -> Outcome:

@@ -14,6 +14,7 @@ from aiohttp import web
 from ingest import repository, repository_subjects, rights
 from ingest.config import Config
 from ingest.errors import ConfigError
+from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
 from ingest.web import admin, health, intake
@@ -54,12 +55,24 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         timeout=5,
         max_inactive_connection_lifetime=60,
     )
+    writer = None
     try:
         await sync_consent_texts(pool, config)
         app[POOL] = pool
-        app[SERVICE] = IngestService(config, pool, app[PEPPER])
+        if config.limits.batch_max_rows > 1:
+            writer = GroupCommitWriter(
+                pool,
+                app[PEPPER],
+                config.limits.batch_max_rows,
+                config.limits.batch_max_wait_ms,
+                on_batch=app[METRICS].batch_size.observe,
+            )
+            writer.start()
+        app[SERVICE] = IngestService(config, pool, app[PEPPER], writer)
         yield
     finally:
+        if writer is not None:
+            await writer.stop()  # everything queued is committed and answered first
         await pool.close()
 
 

@@ -1,0 +1,140 @@
+"""Group commit: batches commit together, de-duplicate, and isolate a bad row."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from ingest.domain import RawSubmission, Submission
+from ingest.group_commit import GroupCommitWriter
+from ingest.service import IngestService
+from tests.support import PEPPER
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def pool(db_dsn, config):
+    from ingest.web.app import sync_consent_texts
+
+    pool = await asyncpg.create_pool(db_dsn, min_size=2, max_size=4)
+    await sync_consent_texts(pool, config)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def writer(pool):
+    batches: list[int] = []
+    writer = GroupCommitWriter(pool, PEPPER, max_rows=50, max_wait_ms=20, on_batch=batches.append)
+    writer.start()
+    writer.batches = batches  # type: ignore[attr-defined]
+    yield writer
+    await writer.stop()
+
+
+def envelope(service: IngestService, config, delivery: str | None = None, **fields):
+    raw = RawSubmission(fields=fields, delivery_id=delivery, consents={"marketing-email-v1": True})
+    prepared = service.prepare(config.sources["partner-forms"], raw, NOW)
+    assert not isinstance(prepared, type(None))
+    return prepared
+
+
+async def test_concurrent_submissions_are_committed_in_one_batch(writer, pool, config, db):
+    service = IngestService(config, pool, PEPPER, writer)
+    envelopes = [
+        envelope(service, config, f"d{i}", email=f"p{i}@example.fi", name=f"P {i}") for i in range(30)
+    ]
+    outcomes = await asyncio.gather(*(writer.submit(e) for e in envelopes))
+    assert [o.status for o in outcomes] == ["created"] * 30
+    assert writer.batches == [30]
+    rows = await db.fetch(
+        "SELECT s.submission_id, c.email FROM crm.submissions s JOIN crm.contacts c USING (contact_id)"
+    )
+    assert {str(r["submission_id"]) for r in rows} == {str(o.submission_id) for o in outcomes}
+    assert await db.fetchval("SELECT count(*) FROM ingest.consent_events") == 30
+    assert await db.fetchval("SELECT count(*) FROM ingest.submission_purposes") == 60
+
+
+async def test_a_delivery_repeated_inside_one_batch_is_one_submission(writer, pool, config, db):
+    service = IngestService(config, pool, PEPPER, writer)
+    same = envelope(service, config, "same", email="maija@example.fi")
+    outcomes = await asyncio.gather(*(writer.submit(same) for _ in range(5)))
+    assert sorted(o.status for o in outcomes) == ["created"] + ["duplicate"] * 4
+    assert len({o.submission_id for o in outcomes}) == 1
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 1
+
+
+async def test_a_delivery_seen_in_an_earlier_batch_is_a_duplicate(writer, pool, config, db):
+    service = IngestService(config, pool, PEPPER, writer)
+    first = await writer.submit(envelope(service, config, "d1", email="a@example.fi"))
+    again = await asyncio.gather(
+        writer.submit(envelope(service, config, "d1", email="a@example.fi")),
+        writer.submit(envelope(service, config, "d2", email="b@example.fi")),
+    )
+    assert again[0].status == "duplicate"
+    assert again[0].submission_id == first.submission_id
+    assert again[1].status == "created"
+
+
+async def test_the_same_person_twice_in_a_batch_is_one_contact(writer, pool, config, db):
+    service = IngestService(config, pool, PEPPER, writer)
+    await asyncio.gather(
+        writer.submit(envelope(service, config, "x1", email="Maija@example.fi", name="Maija")),
+        writer.submit(envelope(service, config, "x2", email="maija@EXAMPLE.fi", phone="040 123 4567")),
+        writer.submit(envelope(service, config, "x3", phone="+358 50 111 2222", name="Pekka")),
+        writer.submit(envelope(service, config, "x4", phone="050 111 2222")),
+    )
+    contacts = await db.fetch("SELECT name, email, phone FROM crm.contacts ORDER BY name")
+    assert [tuple(r) for r in contacts] == [
+        ("Maija", "Maija@example.fi", "+358401234567"),
+        ("Pekka", None, "+358501112222"),
+    ]
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 4
+
+
+async def test_one_bad_row_does_not_fail_the_others(writer, pool, config, db):
+    service = IngestService(config, pool, PEPPER, writer)
+    good = [envelope(service, config, f"g{i}", email=f"g{i}@example.fi") for i in range(5)]
+    # Past every check in Python, refused by the database (message over 5000 characters).
+    bad = replace(good[0], delivery_id="bad", submission=Submission(None, "bad@example.fi", None, "x" * 6000))
+    results = await asyncio.gather(*(writer.submit(e) for e in [*good, bad]), return_exceptions=True)
+    assert [r.status for r in results[:5]] == ["created"] * 5
+    assert isinstance(results[5], asyncpg.CheckViolationError)
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 5
+    assert await db.fetchval("SELECT count(*) FROM ingest.deliveries WHERE delivery_id = 'bad'") == 0
+
+
+async def test_stop_commits_what_is_queued_before_returning(pool, config, db):
+    writer = GroupCommitWriter(pool, PEPPER, max_rows=10, max_wait_ms=50)
+    writer.start()
+    service = IngestService(config, pool, PEPPER, writer)
+    tasks = [
+        asyncio.ensure_future(writer.submit(envelope(service, config, f"s{i}", email=f"s{i}@example.fi")))
+        for i in range(25)
+    ]
+    await asyncio.sleep(0)
+    await writer.stop()
+    assert all(t.done() and t.result().status == "created" for t in tasks)
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 25
+
+
+async def test_batch_max_rows_one_is_the_plain_per_request_path(make_client, db):
+    import json
+
+    from tests.support import base_config_dict, make_config, sign_standard
+
+    raw = base_config_dict()
+    raw["limits"] = {"batch_max_rows": 1}
+    client = await make_client(make_config(raw))
+    from ingest.web.keys import SERVICE
+
+    assert client.app[SERVICE].writer is None
+    body = json.dumps({"email": "m@example.fi"}).encode()
+    assert (
+        await client.post("/v1/forms/partner-forms", data=body, headers=sign_standard(body))
+    ).status == 201
