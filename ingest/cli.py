@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from ingest import migrations, repository_subjects, rights, ropa
 from ingest.config import Config, load_config
@@ -66,25 +65,15 @@ async def run_migrations(dsn: str) -> list[int]:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Run the HTTP service."""
-    from ingest.web.app import create_app  # noqa: PLC0415
+    from ingest import serving  # noqa: PLC0415 - the web stack is only needed to serve
 
     with database_url(args.data_dir) as (dsn, embedded):
         pepper = resolve_pepper(embedded, args.data_dir)
         if not args.no_migrate:
             applied = asyncio.run(run_migrations(dsn))
             log.info("migrations_checked", count=len(applied))
-        app = create_app(config, dsn, pepper)
-        log.info("serving", host=args.host, port=args.port)
-        web.run_app(
-            app,
-            host=args.host,
-            port=args.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=30,
-            reuse_port=args.workers > 1,
-        )
-    return 0
+        log.info("serving", host=args.host, port=args.port, workers=args.workers)
+        return serving.serve(config, dsn, pepper, args.host, args.port, args.workers)
 
 
 def cmd_migrate(args: argparse.Namespace, _: Config | None) -> int:
@@ -263,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the port (default: number of CPUs)",
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("check-config", help="validate the configuration file")

@@ -202,3 +202,18 @@ def test_purge_dry_run_and_ropa_and_links_from_the_command_line(empty_db):
     )
     assert link.stdout.startswith("https://ingest.example/v1/unsubscribe?token=")
     assert "maija" not in link.stdout
+
+
+def test_serve_with_two_workers_shares_the_port_and_stops_cleanly(empty_db, tmp_path):
+    import psutil
+
+    process, port = _serve(base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32), tmp_path / "log")
+    try:
+        _wait_ready(port, process)
+        workers = [c for c in psutil.Process(process.pid).children() if "python" in c.name().lower()]
+        assert len(workers) >= 2  # the default is one worker per CPU (2 here)
+        statuses = {_post_form(port)[0] for _ in range(10)}
+        assert statuses == {201}
+    finally:
+        assert _stop(process) == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

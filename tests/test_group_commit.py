@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from ingest.domain import RawSubmission, Submission
+from ingest.domain import Envelope, RawSubmission, Submission
 from ingest.group_commit import GroupCommitWriter
 from ingest.service import IngestService
 from tests.support import PEPPER
@@ -40,7 +40,7 @@ async def writer(pool):
 def envelope(service: IngestService, config, delivery: str | None = None, **fields):
     raw = RawSubmission(fields=fields, delivery_id=delivery, consents={"marketing-email-v1": True})
     prepared = service.prepare(config.sources["partner-forms"], raw, NOW)
-    assert not isinstance(prepared, type(None))
+    assert isinstance(prepared, Envelope)
     return prepared
 
 
