@@ -21,12 +21,6 @@ SHUTDOWN_TIMEOUT_SECONDS = 30.0
 
 def run_one(config: Config, dsn: str, pepper: str, host: str, port: int, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests, close the pool."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional speed-up when installed
-
-        uvloop.install()
-    except ImportError:
-        pass
     web.run_app(
         create_app(config, dsn, pepper),
         host=host,

@@ -50,6 +50,9 @@ class Adapter(Protocol):
     needs_secret: ClassVar[bool]
     needs_origin: ClassVar[bool]
     content_types: ClassVar[frozenset[str]]
+    # Providers that count only one status as delivered (Webflow: 200) get it for
+    # every 2xx outcome; None means the DESIGN statuses (201/200/202).
+    success_status: ClassVar[int | None]
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Raise ConfigError (naming the key) if the source's settings cannot work."""
@@ -66,6 +69,7 @@ class BaseAdapter:
     needs_secret: ClassVar[bool] = True
     needs_origin: ClassVar[bool] = False
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    success_status: ClassVar[int | None] = None
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Accept any settings by default."""

@@ -18,6 +18,7 @@ from ingest.domain import Channel, InboundRequest, Outcome
 from ingest.web.keys import CONFIG, LOG_INFO, METRICS, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
+_STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
 
 
 def resolve_source(request: web.Request) -> Source:
@@ -105,7 +106,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     request[LOG_INFO]["outcome"] = outcome.status
     if browser and source.success_url and outcome.status in ("created", "duplicate"):
         return _see_other(source.success_url)
-    status = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}[outcome.status]
+    status = ADAPTERS[source.format].success_status or _STATUS[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
 
