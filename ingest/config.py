@@ -89,6 +89,9 @@ class Limits:
     max_concurrent_requests: int = 512
     pending_chat_ttl_hours: int = 24
     maintenance_interval_seconds: int = 3600
+    # Behind a reverse proxy: how many X-Forwarded-For hops to trust for the client
+    # address used by the per-client rate limit (0: the TCP peer).
+    trusted_proxy_hops: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,13 +429,16 @@ def _admin_tokens(table: _Reader, environ: Mapping[str, str]) -> tuple[AdminToke
     return tuple(tokens)
 
 
+_LIMITS_MAY_BE_ZERO = frozenset({"trusted_proxy_hops", "batch_max_wait_ms"})
+
+
 def _limits(table: _Reader) -> Limits:
     defaults = Limits()
     values: dict[str, Any] = {}
     for name, default in ((f, getattr(defaults, f)) for f in Limits.__dataclass_fields__):
         kind: type | tuple[type, ...] = (int, float) if isinstance(default, float) else int
         value = table.get(name, kind, default)
-        if value <= 0:
+        if value < 0 or (value == 0 and name not in _LIMITS_MAY_BE_ZERO):
             raise ConfigError(f"{table.key(name)}: must be positive")
         values[name] = value
     table.reject_unknown()

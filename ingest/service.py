@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -45,6 +45,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
 )
+PENDING_CONSENTS_KEY = "_consents"  # consent answers gathered from earlier chat pieces
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # rides out blips of about two seconds
 
 
@@ -163,13 +164,17 @@ class IngestService:
                     received_at,
                 )
                 return Outcome("updated", submission_id=row["submission_id"])
-            merged = merge_pieces(json.loads(row["fields"]), piece)
+            stored = json.loads(row["fields"])
+            merged = merge_pieces(stored, piece)
+            # A box ticked in an earlier piece counts when the chat is committed.
+            consents = {**stored.get(PENDING_CONSENTS_KEY, {}), **raw.consents}
             if merged.email is None and merged.phone is None:
+                pending = asdict(merged) | {PENDING_CONSENTS_KEY: consents}
                 await repository.save_pending_chat(
-                    conn, source.name, raw.session_key, json.dumps(asdict(merged)), None
+                    conn, source.name, raw.session_key, json.dumps(pending), None
                 )
                 return Outcome("ignored", reason="awaiting_contact_details")
-            envelope = self.envelope(source, raw, merged, received_at)
+            envelope = self.envelope(source, replace(raw, consents=consents), merged, received_at)
             outcome = await write_envelope(conn, envelope, uuid.uuid4(), self.pepper)
             # Keep only the link: the personal pieces now live in the submission.
             await repository.save_pending_chat(

@@ -15,7 +15,10 @@ from tests.support import PEPPER, dump_database
 
 @pytest.fixture
 async def service(db_dsn, config):
+    from ingest.web.app import sync_consent_texts
+
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
+    await sync_consent_texts(pool, config)
     yield IngestService(config, pool, PEPPER)
     await pool.close()
 
@@ -107,3 +110,18 @@ async def test_expired_pieces_start_afresh_and_are_purged(service, config, db):
     await service.accept(source, piece("s5", name="Gone"), NOW - timedelta(days=2))
     assert await repository.delete_expired_pending_chats(db) == 1
     assert "Gone" not in await dump_database(db)
+
+
+async def test_a_consent_ticked_in_an_earlier_piece_is_recorded_at_commit(service, config, db):
+    source = config.sources["partner-chat"]
+    early = RawSubmission(
+        fields={"name": "Maija"},
+        consents={"marketing-email-v1": True},
+        optional_contact=True,
+        session_key="s6",
+    )
+    assert (await service.accept(source, early, NOW)).status == "ignored"
+    outcome = await service.accept(source, piece("s6", email="maija@example.fi"), NOW)
+    assert outcome.status == "created"
+    assert await db.fetchval("SELECT granted FROM crm.consents WHERE purpose = 'direct_marketing'") is True
+    assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is True

@@ -18,7 +18,8 @@ from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
 from ingest.web import admin, health, intake
-from ingest.web.keys import CONFIG, DSN, METRICS, PEPPER, POOL, SERVICE
+from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
+from ingest.web.limits import Limiter
 from ingest.web.middleware import request_context
 
 log = structlog.get_logger("ingest.app")
@@ -33,6 +34,10 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app[DSN] = dsn
     app[PEPPER] = pepper
     app[METRICS] = create_metrics()
+    limits = config.limits
+    app[LIMITER] = Limiter(
+        limits.rate_per_client_per_minute, limits.rate_per_source_per_second, limits.max_concurrent_requests
+    )
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(maintenance)
     app.router.add_get("/healthz", health.healthz)

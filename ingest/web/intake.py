@@ -15,7 +15,7 @@ from ingest.adapters import ADAPTERS
 from ingest.adapters.base import Ignored, Item
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, Outcome
-from ingest.web.keys import CONFIG, LOG_INFO, METRICS, SERVICE
+from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
@@ -78,12 +78,34 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
+def client_address(request: web.Request, trusted_hops: int) -> str:
+    """The client's address: the peer, or the entry `trusted_hops` from the right of X-Forwarded-For."""
+    if trusted_hops > 0:
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        if len(hops) >= trusted_hops:
+            return hops[-trusted_hops]
+    return request.remote or "unknown"
+
+
+def check_rate(request: web.Request, source: Source) -> None:
+    """Per-source limit for every source; per-client limit for browser (html) sources.
+
+    Providers post from a few addresses, so their sources are limited as a whole.
+    """
+    limiter = request.app[LIMITER]
+    limiter.per_source.take(source.name)
+    if source.format == "html":
+        limiter.per_client.take(client_address(request, request.app[CONFIG].limits.trusted_proxy_hops))
+
+
 async def receive(request: web.Request) -> web.StreamResponse:
     """Handle one delivery from a form or chat source."""
     source = resolve_source(request)
     browser = source.format == "html" and wants_html(request)
     try:
-        outcomes = await _process(request, source)
+        check_rate(request, source)
+        with request.app[LIMITER].concurrency:
+            outcomes = await _process(request, source)
     except errors.IngestError as exc:
         request.app[METRICS].submissions.labels(source.name, source.channel, f"rejected_{exc.code}").inc()
         if exc.code == "invalid_signature":

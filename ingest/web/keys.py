@@ -8,6 +8,7 @@ from aiohttp import web
 from ingest.config import Config
 from ingest.metrics import Metrics
 from ingest.service import IngestService
+from ingest.web.limits import Limiter
 
 CONFIG = web.AppKey("config", Config)
 DSN = web.AppKey("dsn", str)
@@ -15,5 +16,7 @@ PEPPER = web.AppKey("pepper", str)
 METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SERVICE = web.AppKey("service", IngestService)
+LIMITER = web.AppKey("limiter", Limiter)
+
 # Per-request facts for the request log line (ids, codes, names; never values).
 LOG_INFO = web.RequestKey("log", dict)
