@@ -21,6 +21,7 @@ from ingest.web import admin, health, intake
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
 from ingest.web.middleware import request_context
+from ingest.web.openapi import build_spec
 
 log = structlog.get_logger("ingest.app")
 
@@ -46,6 +47,12 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app.router.add_post("/v1/{kind:forms|chats}/{source}", intake.receive)
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
     admin.add_routes(app)
+    document = build_spec(config)  # built once; the config does not change while serving
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ingest import errors
 from ingest.adapters import ADAPTERS
@@ -46,6 +47,9 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise errors.RequestTimeout from None
+    except (ConnectionResetError, ClientPayloadError, HttpProcessingError):
+        # The client went away mid-body, or sent a broken chunked/length framing.
+        raise errors.MalformedBody from None
     return b"".join(chunks)
 
 
