@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +25,7 @@ ADMIN_TOKEN = "test-admin-token-please-rotate"
 PEPPER = "test-pepper-0123456789abcdef"
 MARKETING_TEXT = "Yes, send me QualityDesk news by e-mail. I can unsubscribe at any time."
 
+ROOT = Path(__file__).resolve().parents[1]
 _DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -144,3 +148,107 @@ def config_with_source(name: str, secrets: dict[str, str] | None = None, **sourc
     raw = base_config_dict()
     raw["sources"][name] = source
     return make_config(raw, secrets_environ() | (secrets or {}))
+
+
+# A config for live-server tests (fuzzing, faults): every generic format, an admin
+# token, and limits high enough that a load generator is not rate limited.
+LIVE_CONFIG_TOML = f"""
+notice_version = "2024-01"
+[purposes.contact]
+lawful_basis = "legitimate_interest"
+retention_days = 730
+[purposes.direct_marketing]
+lawful_basis = "consent"
+retention_days = 730
+[consents.marketing-email-v1]
+purpose = "direct_marketing"
+text = "{MARKETING_TEXT}"
+[sources.website-contact]
+channel = "form"
+format = "html"
+allowed_origins = ["{ORIGIN}"]
+purposes = ["contact"]
+consent_fields = {{ marketing = "marketing-email-v1" }}
+[sources.partner-forms]
+channel = "form"
+format = "json"
+secret_env = "PARTNER_FORMS_SECRET"
+purposes = ["contact"]
+[sources.partner-chat]
+channel = "chat"
+format = "json"
+secret_env = "PARTNER_FORMS_SECRET"
+purposes = ["contact"]
+[admin_tokens.privacy-officer]
+token_sha256_env = "INGEST_TOKEN_PRIVACY_OFFICER"
+scopes = ["export", "erase", "opt-out"]
+[limits]
+rate_per_client_per_minute = 10000000
+rate_per_source_per_second = 10000000
+body_timeout_seconds = 2
+"""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    config: Path,
+    env: dict[str, str],
+    log: Path,
+    global_args: tuple[str, ...] = (),
+    serve_args: tuple[str, ...] = ("--workers", "1", "--no-migrate"),
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `ingest serve` on a free port; return the process and the port."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "ingest",
+                "--config",
+                str(config),
+                *global_args,
+                "serve",
+                *serve_args,
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return process, port
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Wait until /readyz answers 200 (fail if the server exits first)."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment for a live server: this one, less our variables, plus test secrets."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INGEST_CONFIG", "INGEST_PEPPER")}
+    return env | {"PARTNER_FORMS_SECRET": PARTNER_SECRET} | secrets_environ() | extra

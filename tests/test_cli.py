@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support import ORIGIN, PARTNER_SECRET
+from tests.support import ORIGIN, PARTNER_SECRET, start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "deploy" / "ingest.example.toml"
@@ -81,26 +79,6 @@ def test_migrate_without_database_url_starts_the_embedded_postgresql(tmp_path):
     assert (tmp_path / "data" / "pgdata" / "PG_VERSION").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("server did not become ready")
-
-
 def _post_form(port: int) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/forms/website-contact",
@@ -116,16 +94,7 @@ def _post_form(port: int) -> tuple[int, dict[str, str]]:
 
 
 def _serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "ingest", "--config", str(EXAMPLE), *args, "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port
+    return start_server(EXAMPLE, env, log, global_args=args, serve_args=())
 
 
 def _stop(process: subprocess.Popen[bytes]) -> int:
@@ -136,7 +105,7 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 def test_serve_with_database_url_accepts_a_form_and_stops_on_sigterm(empty_db, tmp_path):
     process, port = _serve(base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32), tmp_path / "log")
     try:
-        _wait_ready(port, process)
+        wait_ready(port, process)
         status, body = _post_form(port)
         assert status == 201
         assert body["status"] == "created"
@@ -155,7 +124,7 @@ def test_serve_without_database_url_runs_on_the_embedded_postgresql(tmp_path):
     data = tmp_path / "data"
     process, port = _serve(base_env(), tmp_path / "log", "--data-dir", str(data))
     try:
-        _wait_ready(port, process)
+        wait_ready(port, process)
         status, _ = _post_form(port)
         assert status == 201
     finally:
@@ -209,7 +178,7 @@ def test_serve_with_two_workers_shares_the_port_and_stops_cleanly(empty_db, tmp_
 
     process, port = _serve(base_env(DATABASE_URL=empty_db, INGEST_PEPPER="p" * 32), tmp_path / "log")
     try:
-        _wait_ready(port, process)
+        wait_ready(port, process)
         workers = [c for c in psutil.Process(process.pid).children() if "python" in c.name().lower()]
         assert len(workers) >= 2  # the default is one worker per CPU (2 here)
         statuses = {_post_form(port)[0] for _ in range(10)}

@@ -7,7 +7,6 @@ corpus of nasty requests; the server must log no unhandled error meanwhile.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -26,50 +25,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import ADMIN_TOKEN, ORIGIN, PARTNER_SECRET, quote_db_name, sign_standard, with_database
+from tests.support import (
+    ADMIN_TOKEN,
+    LIVE_CONFIG_TOML,
+    ORIGIN,
+    quote_db_name,
+    server_env,
+    sign_standard,
+    start_server,
+    wait_ready,
+    with_database,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-FUZZ_CONFIG = f"""
-notice_version = "fuzz"
-[purposes.contact]
-lawful_basis = "legitimate_interest"
-retention_days = 730
-[purposes.direct_marketing]
-lawful_basis = "consent"
-retention_days = 730
-[consents.marketing-email-v1]
-purpose = "direct_marketing"
-text = "Yes, news by e-mail."
-[sources.website-contact]
-channel = "form"
-format = "html"
-allowed_origins = ["{ORIGIN}"]
-purposes = ["contact"]
-consent_fields = {{ marketing = "marketing-email-v1" }}
-[sources.partner-forms]
-channel = "form"
-format = "json"
-secret_env = "PARTNER_FORMS_SECRET"
-purposes = ["contact"]
-[sources.partner-chat]
-channel = "chat"
-format = "json"
-secret_env = "PARTNER_FORMS_SECRET"
-purposes = ["contact"]
-[admin_tokens.fuzzer]
-token_sha256_env = "FUZZ_TOKEN_SHA256"
-scopes = ["export", "erase", "opt-out"]
-[limits]
-rate_per_client_per_minute = 10000000
-rate_per_source_per_second = 10000000
-body_timeout_seconds = 2
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -87,48 +55,16 @@ def live(server_dsn: str, template_db: str, tmp_path_factory) -> Iterator[str]:
     asyncio.run(admin(f"CREATE DATABASE {quote_db_name(name)} TEMPLATE {quote_db_name(template_db)}"))
     tmp = tmp_path_factory.mktemp("fuzz")
     config = tmp / "ingest.toml"
-    config.write_text(FUZZ_CONFIG)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "INGEST_CONFIG"} | {
-        "DATABASE_URL": with_database(server_dsn, name),
-        "INGEST_PEPPER": "fuzz-pepper",
-        "PARTNER_FORMS_SECRET": PARTNER_SECRET,
-        "FUZZ_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
-    }
-    log = (tmp / "server.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "ingest",
-            "--config",
-            str(config),
-            "serve",
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            "--no-migrate",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    config.write_text(LIVE_CONFIG_TOML)
+    env = server_env(DATABASE_URL=with_database(server_dsn, name), INGEST_PEPPER="fuzz-pepper")
+    process, port = start_server(config, env, tmp / "server.log")
+    wait_ready(port, process)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1):  # noqa: S310
-                    break
-            except OSError:
-                time.sleep(0.2)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
-        log.close()
         server_log = (tmp / "server.log").read_text(errors="replace")
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
     assert "unhandled_error" not in server_log, "the server logged an unhandled error"
