@@ -185,4 +185,10 @@ def test_serve_with_two_workers_shares_the_port_and_stops_cleanly(empty_db, tmp_
         assert statuses == {201}
     finally:
         assert _stop(process) == 0
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    def alive(worker: psutil.Process) -> bool:
+        try:
+            return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert not any(alive(w) for w in workers)
