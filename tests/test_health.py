@@ -91,6 +91,6 @@ async def test_unknown_routes_get_a_json_404(client):
 
 
 async def test_a_wrong_method_gets_a_json_405(client):
-    response = await client.get("/v1/forms/website-contact")
+    response = await client.get("/v1/forms/partner-forms")  # GET serves only html sources' forms
     assert response.status == 405
     assert await response.json() == {"error": "method_not_allowed"}

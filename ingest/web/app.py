@@ -17,7 +17,7 @@ from ingest.errors import ConfigError
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
-from ingest.web import admin, health, intake
+from ingest.web import admin, form_page, health, intake
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
 from ingest.web.middleware import request_context
@@ -45,6 +45,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_post("/v1/{kind:forms|chats}/{source}", intake.receive)
+    app.router.add_get("/v1/{kind:forms}/{source}", form_page.form_page)
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
     admin.add_routes(app)
     document = build_spec(config)  # built once; the config does not change while serving

@@ -114,11 +114,14 @@ async def receive(request: web.Request) -> web.StreamResponse:
         request.app[METRICS].submissions.labels(source.name, source.channel, f"rejected_{exc.code}").inc()
         if exc.code == "invalid_signature":
             request.app[METRICS].signature_failures.labels(source.name).inc()
-        if browser and source.error_url and exc.status != 503:  # noqa: PLR2004
+        if browser and exc.status != 503:  # noqa: PLR2004 - a browser retries a 503 page itself
             request[LOG_INFO]["error"] = exc.code
-            return _see_other(
-                f"{source.error_url}{'&' if '?' in source.error_url else '?'}{urlencode({'error': exc.code})}"
-            )
+            if source.error_url:
+                separator = "&" if "?" in source.error_url else "?"
+                return _see_other(f"{source.error_url}{separator}{urlencode({'error': exc.code})}")
+            from ingest.web.form_page import error_page  # noqa: PLC0415
+
+            return error_page(exc, request.path)
         raise
     for outcome in outcomes:
         request.app[METRICS].submissions.labels(source.name, source.channel, outcome.status).inc()
@@ -130,8 +133,12 @@ async def receive(request: web.Request) -> web.StreamResponse:
         )
     outcome = outcomes[0]
     request[LOG_INFO]["outcome"] = outcome.status
-    if browser and source.success_url and outcome.status in ("created", "duplicate"):
-        return _see_other(source.success_url)
+    if browser and outcome.status in ("created", "duplicate"):
+        if source.success_url:
+            return _see_other(source.success_url)
+        from ingest.web.form_page import thanks_page  # noqa: PLC0415
+
+        return thanks_page()
     status = ADAPTERS[source.format].success_status or _STATUS[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
