@@ -208,7 +208,7 @@ def start_server(
     """Start `ingest serve` on a free port; return the process and the port."""
     port = free_port()
     with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",

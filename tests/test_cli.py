@@ -21,7 +21,7 @@ EXAMPLE = ROOT / "deploy" / "ingest.example.toml"
 def run(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
+    return subprocess.run(
         [sys.executable, "-m", "ingest", *args],
         capture_output=True,
         text=True,
@@ -185,6 +185,7 @@ def test_serve_with_two_workers_shares_the_port_and_stops_cleanly(empty_db, tmp_
         assert statuses == {201}
     finally:
         assert _stop(process) == 0
+
     def alive(worker: psutil.Process) -> bool:
         try:
             return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
