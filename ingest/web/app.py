@@ -39,6 +39,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app[LIMITER] = Limiter(
         limits.rate_per_client_per_minute, limits.rate_per_source_per_second, limits.max_concurrent_requests
     )
+    app.on_response_prepare.append(_hide_server_header)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(maintenance)
     app.router.add_get("/healthz", health.healthz)
@@ -55,6 +56,11 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
 
     app.router.add_get("/openapi.json", openapi)
     return app
+
+
+async def _hide_server_header(_: web.Request, response: web.StreamResponse) -> None:
+    # Do not advertise the framework and Python versions to scanners.
+    response.headers["Server"] = "qualitydesk-ingest"
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
