@@ -318,3 +318,12 @@ async def update_contact_of_submission(
         phone_hash,
         seen_at,
     )
+
+
+async def fill_submission_message(conn: Conn, submission_id: uuid.UUID, message: str) -> None:
+    """Give a chat submission its first visitor message when the contact details came first."""
+    await conn.execute(
+        "UPDATE ingest.submissions SET message = $2 WHERE submission_id = $1 AND message IS NULL",
+        submission_id,
+        message,
+    )

@@ -156,7 +156,9 @@ class IngestService:
                     return Outcome("duplicate", submission_id=first)
             row = await repository.lock_pending_chat(conn, source.name, raw.session_key, received_at + ttl)
             if row["submission_id"] is not None:
-                # Already a submission: a later piece only fills in the contact.
+                # Already a submission: a later piece only fills in what is missing.
+                if piece.message:
+                    await repository.fill_submission_message(conn, row["submission_id"], piece.message)
                 await repository.update_contact_of_submission(
                     conn,
                     row["submission_id"],

@@ -168,7 +168,7 @@ async def test_an_outage_gets_quick_503s_and_nothing_answered_2xx_is_lost(embedd
     slowest = max(seconds for _, _, seconds in tally.answers)
     assert slowest < 6, "no request hangs past the retry budget and pool timeouts"
     assert await _stored(dsn, tally.accepted) == tally.accepted  # lost = 0
-    print(  # the figures docs/reliability.md quotes (shown with pytest -s)
+    print(  # noqa: T201 - the figures docs/reliability.md quotes (shown with pytest -s)
         f"outage: {len(tally.answers)} requests, {len(during)} answered 503 while down, "
         f"{len(tally.accepted)} accepted, lost 0, slowest answer {slowest:.2f} s"
     )

@@ -125,3 +125,13 @@ async def test_a_consent_ticked_in_an_earlier_piece_is_recorded_at_commit(servic
     assert outcome.status == "created"
     assert await db.fetchval("SELECT granted FROM crm.consents WHERE purpose = 'direct_marketing'") is True
     assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is True
+
+
+async def test_a_first_message_after_the_contact_details_becomes_the_submissions_message(service, config, db):
+    source = config.sources["partner-chat"]
+    first = await service.accept(source, piece("s7", email="maija@example.fi"), NOW)
+    assert first.status == "created"
+    assert await db.fetchval("SELECT message FROM crm.submissions") is None
+    await service.accept(source, piece("s7", message="My first words"), NOW)
+    await service.accept(source, piece("s7", message="Later words"), NOW)
+    assert await db.fetchval("SELECT message FROM crm.submissions") == "My first words"

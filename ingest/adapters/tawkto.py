@@ -1,0 +1,134 @@
+"""tawk.to webhooks: a visitor's chat start and the offline form's ticket.
+
+Docs: "Webhooks" https://developer.tawk.to/webhooks/ . X-Tawk-Signature is the
+lowercase hex HMAC-SHA1 of the raw body, keyed with the webhook's secret; nothing
+is signed with a time, so there is no replay window. X-Hook-Event-Id names the
+event and stays the same on retries: it is the delivery id.
+
+- `chat:start` fires on the first message of a chat, whoever sends it: only a
+  visitor's own first message is read (`message.sender.type == "visitor"`), with
+  the visitor's name and e-mail. The names tawk.to makes up for anonymous
+  visitors (`V1561719148780935`) are not names.
+- `ticket:create` (the offline form creates a ticket): the requester's name and
+  e-mail, the subject and the message. A ticket an agent opened for themselves
+  (`requester.type == "agent"`) is not a visitor's request.
+Everything else (`chat:end`, transcripts) is acknowledged and ignored. City,
+country, property and visitor ids are never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from ingest.adapters.base import (
+    BaseAdapter,
+    Ignored,
+    Item,
+    parse_json_object,
+    require,
+    require_content_type,
+    secret_matches,
+)
+from ingest.adapters.mapping import as_dict, as_str, delivery_id
+from ingest.config import Source
+from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.errors import ConfigError
+
+_SIGNATURE = re.compile(r"^[0-9a-fA-F]{40}$")
+_PLACEHOLDER_NAME = re.compile(r"^V[0-9]+$")
+
+
+class TawkToAdapter(BaseAdapter):
+    """A tawk.to property's chats and offline-form tickets."""
+
+    name: ClassVar[str] = "tawkto"
+    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
+
+    def check_source(self, source: Source, key: Callable[[str], str]) -> None:
+        """tawk.to payloads have fixed fields: no options, no field or consent mapping."""
+        for option in source.options:
+            raise ConfigError(f"{key('options')}.{option}: unknown option for format tawkto")
+        if source.field_map or source.consent_fields:
+            raise ConfigError(f"{key('fields')}: format tawkto has no form fields to map")
+
+    def parse(self, source: Source, request: InboundRequest) -> Sequence[Item]:
+        """Check X-Tawk-Signature over the raw body, then read the one event it carries."""
+        require_content_type(self, request)
+        verify(source, request)
+        body = parse_json_object(request.body)
+        event_id = delivery_id(request.headers.get("x-hook-event-id"))
+        event = body.get("event")
+        if event == "chat:start":
+            return [chat_start(body, event_id)]
+        if event == "ticket:create":
+            return [ticket_create(body, event_id)]
+        return [Ignored("unsupported_event", event_id)]
+
+
+def verify(source: Source, request: InboundRequest) -> None:
+    """Constant-time check of the hex HMAC-SHA1 of the raw body under every configured secret."""
+    given = request.headers.get("x-tawk-signature", "").strip()
+    require(bool(_SIGNATURE.match(given)))
+    require(
+        secret_matches(
+            source.secrets,
+            lambda key: hmac.new(key, request.body, hashlib.sha1).hexdigest().encode("ascii"),
+            given.lower().encode("ascii"),
+        )
+    )
+
+
+def chat_start(body: dict[str, Any], event_id: str | None) -> Item:
+    """The visitor's name, e-mail and first message; a chat an agent opened is not read."""
+    message = as_dict(body.get("message"))
+    if as_dict(message.get("sender")).get("type") != "visitor":
+        return Ignored("not_from_the_visitor", event_id)
+    visitor = as_dict(body.get("visitor"))
+    fields = _person(visitor)
+    text = message.get("text")
+    if _has_text(text):
+        fields["message"] = text
+    return _chat(fields, event_id)
+
+
+def ticket_create(body: dict[str, Any], event_id: str | None) -> Item:
+    """The requester's name and e-mail, and the ticket's subject and message as one text."""
+    requester = as_dict(body.get("requester"))
+    if requester.get("type") == "agent":
+        return Ignored("agent_ticket", event_id)
+    fields = _person(requester)
+    ticket = as_dict(body.get("ticket"))
+    subject, text = ticket.get("subject"), ticket.get("message")
+    parts = [p.strip() for p in (subject, text) if isinstance(p, str) and p.strip()]
+    if len(parts) == 2 and parts[0] == parts[1]:  # noqa: PLR2004 - subject and message
+        parts = parts[1:]
+    if parts:
+        fields["message"] = "\n\n".join(parts)
+    return _chat(fields, event_id)
+
+
+def _person(person: dict[str, Any]) -> dict[str, object]:
+    """Name and e-mail as sent (the schema validates them); a generated visitor name is dropped."""
+    fields: dict[str, object] = {}
+    name = as_str(person.get("name"))
+    if name is not None and not _PLACEHOLDER_NAME.match(name.strip()):
+        fields["name"] = name
+    email = person.get("email")
+    if email is not None and email != "":
+        fields["email"] = email
+    return fields
+
+
+def _has_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _chat(fields: dict[str, object], event_id: str | None) -> RawSubmission:
+    return RawSubmission(fields=fields, delivery_id=event_id, optional_contact=True)
+
+
+ADAPTER = TawkToAdapter()
