@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -21,8 +22,10 @@ SHUTDOWN_TIMEOUT_SECONDS = 30.0
 
 def run_one(config: Config, dsn: str, pepper: str, host: str, port: int, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests, close the pool."""
+    app = create_app(config, dsn, pepper)
+    app.on_startup.append(_freeze_startup_heap)
     web.run_app(
-        create_app(config, dsn, pepper),
+        app,
         host=host,
         port=port,
         reuse_port=reuse_port,
@@ -31,6 +34,16 @@ def run_one(config: Config, dsn: str, pepper: str, host: str, port: int, reuse_p
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         handle_signals=True,
     )
+
+
+async def _freeze_startup_heap(_: web.Application) -> None:
+    """Move what start-up built (modules, phone metadata, the pool) out of the collector's way.
+
+    Those objects live as long as the process; without this every full collection walks
+    them all, a pause of tens of milliseconds under load that lands on p99 latency.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _worker(config: Config, dsn: str, pepper: str, host: str, port: int) -> None:

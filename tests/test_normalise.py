@@ -505,3 +505,26 @@ def test_the_schema_raises_nothing_but_validation_error_for_any_json_object(data
     except ValidationError:
         return
     assert isinstance(result, Submission)
+
+
+def per_character_clean(value: str, *, keep_newline: bool) -> str:
+    """The rule _clean implements, one character at a time (its fast path must agree)."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    if not keep_newline:
+        value = value.replace("\n", " ")
+    kept = "".join(
+        c
+        for c in value
+        if c == "\n"
+        or not (unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") or c in normalise._BIDI_CONTROLS)
+    )
+    return unicodedata.normalize("NFC", kept)
+
+
+@PROPERTY
+@given(value=st.one_of(ANY_TEXT, LATIN1_TEXT, st.text(alphabet=st.characters(max_codepoint=0x7F))))
+def test_the_ascii_fast_path_cleans_exactly_like_the_per_character_rule(value):
+    for keep_newline in (True, False):
+        assert normalise._clean(value, keep_newline=keep_newline) == per_character_clean(
+            value, keep_newline=keep_newline
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import functools
 import hmac
 import json
 import urllib.parse
@@ -17,6 +18,7 @@ from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature, MalformedBody, UnsupportedMediaType, ValidationFailed
 
 MAX_FORM_FIELDS = 200
+_CACHED_HEADER_MAX = 200
 _CHARSETS = {
     "utf-8": "utf-8",
     "utf8": "utf-8",
@@ -75,12 +77,23 @@ class BaseAdapter:
         """Accept any settings by default."""
 
 
-def media_type(content_type: str) -> tuple[str, dict[str, str]]:
-    """Split a Content-Type header into its lower-cased media type and parameters."""
+@functools.lru_cache(maxsize=256)
+def _media_type(content_type: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     msg = email.message.Message()
     msg["content-type"] = content_type
-    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
+    params = tuple((k.lower(), v) for k, v in msg.get_params(failobj=[])[1:])
     return msg.get_content_type().lower(), params
+
+
+def media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type header into its lower-cased media type and parameters.
+
+    Senders repeat the same few headers, so the parse is cached (the header is not
+    personal data); a header too long to be real is parsed without caching.
+    """
+    parse = _media_type if len(content_type) <= _CACHED_HEADER_MAX else _media_type.__wrapped__
+    kind, params = parse(content_type)
+    return kind, dict(params)
 
 
 def require_content_type(adapter: Adapter, request: InboundRequest) -> tuple[str, dict[str, str]]:
