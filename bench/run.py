@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + "YmVuY2htYXJrLXNlY3JldC1ub3QtZm9yLXByb2R1Y3Rpb24="
 CONNECTIONS = 64
 THREADS = 2
+# Long enough for the new database to settle (first autovacuum/analyze of the grown tables).
+WARMUP_SECONDS = 20
 CONFIG = """
 notice_version = "bench"
 default_region = "FI"
@@ -72,6 +74,7 @@ class Result:
     socket_errors: int
     rows: int | None
     rss_mb: float | None
+    cpu_us: float  # server CPU time per request (user + system), microseconds
 
 
 def free_port() -> int:
@@ -91,7 +94,7 @@ def write_requests(path: Path, count: int) -> None:
                 {
                     "name": f"Bench Person {i}",
                     "email": f"bench-{run}-{i}@example.fi",
-                    "phone": "+358 40 123 4567",
+                    "phone": f"+358 40 {i % 10_000_000:07d}",  # distinct, like real traffic
                     "message": f"Benchmark message {i}, please call me.",
                     "consents": {"marketing-email-v1": i % 2 == 0},
                 },
@@ -120,6 +123,21 @@ def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmRSS:\s+(\d+) kB", status)
     return int(match[1]) / 1024 if match else float("nan")
+
+
+def workers(pid: int) -> list[int]:
+    """The serving processes: the server itself, or its worker children with --workers N."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] or [pid]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the serving processes."""
+    total = 0
+    for worker in workers(pid):
+        fields = Path(f"/proc/{worker}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, seconds: float, requests: Path) -> dict[str, int]:
@@ -180,20 +198,22 @@ def measure(
 ) -> Result:
     requests = tmp / f"{name}.tsv"
     warmup = tmp / f"{name}-warmup.tsv"
-    write_requests(warmup, 50_000)
+    write_requests(warmup, 100_000)
     write_requests(requests, 400_000)  # distinct from the warm-up: no duplicates in the run
     with server(cmd, env, port) as process:
-        wrk(port, 2, warmup)
+        wrk(port, WARMUP_SECONDS, warmup)
         time.sleep(0.5)  # warm-up requests still in flight commit before the count
         before = asyncio.run(count_rows(dsn)) if dsn else 0
+        cpu_before = cpu_seconds(process.pid)
         stats = wrk(port, seconds, requests)
+        cpu = cpu_seconds(process.pid) - cpu_before
         time.sleep(0.5)  # let answers to dropped in-flight requests commit
         rows = asyncio.run(count_rows(dsn)) - before if dsn else None
         if soak_rows and dsn:
             while asyncio.run(count_rows(dsn)) < soak_rows:
                 write_requests(requests, 200_000)
                 wrk(port, 20, requests)
-        rss = rss_mb(process.pid)
+        rss = max(rss_mb(worker) for worker in workers(process.pid))
     return Result(
         name,
         stats["requests"] / (stats["duration_us"] / 1e6),
@@ -204,6 +224,7 @@ def measure(
         stats["socket_errors"],
         rows,
         rss,
+        cpu / max(stats["requests"], 1) * 1e6,
     )
 
 
@@ -260,7 +281,13 @@ def main() -> None:
                 None,
             )
         )
-        for name, batch, soak in (("b_per_request", 1, 0), ("c_group_commit", 200, args.soak_rows)):
+        scenarios = (
+            ("b_per_request", 1, 1, 0),
+            ("c_group_commit", 200, 1, args.soak_rows),
+            # Not a target row: the default deployment here (one worker per CPU), for operators.
+            ("d_2_workers", 200, 2, 0),
+        )
+        for name, batch, worker_count, soak in scenarios:
             dsn = asyncio.run(fresh_database(server_dsn, f"ingest_bench_{name}"))
             config = tmp / f"{name}.toml"
             config.write_text(CONFIG.format(batch=batch))
@@ -284,7 +311,7 @@ def main() -> None:
                 str(config),
                 "serve",
                 "--workers",
-                "1",
+                str(worker_count),
                 "--port",
                 str(port),
                 "--no-migrate",
@@ -295,12 +322,12 @@ def main() -> None:
 
 def report(results: list[Result]) -> None:
     print(
-        f"\nwrk: {THREADS} threads, {CONNECTIONS} connections, one server process; "
+        f"\nwrk: {THREADS} threads, {CONNECTIONS} connections; (a)-(c) one server process; "
         f"{os.cpu_count()} CPUs on this machine\n"
     )
     header = (
         f"{'scenario':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'2xx':>9}{'non-2xx':>9}"
-        f"{'sock err':>9}{'rows':>9}{'RSS MB':>9}"
+        f"{'sock err':>9}{'rows':>9}{'RSS MB':>9}{'CPU us/req':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -309,9 +336,9 @@ def report(results: list[Result]) -> None:
         rss = "-" if r.rss_mb is None else f"{r.rss_mb:.0f}"
         print(
             f"{r.name:<16}{r.rps:>9.0f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.ok:>9}{r.non_2xx:>9}"
-            f"{r.socket_errors:>9}{rows:>9}{rss:>9}"
+            f"{r.socket_errors:>9}{rows:>9}{rss:>9}{r.cpu_us:>11.0f}"
         )
-    a, b, c = results
+    a, b, c, d = results
     print()
     print(f"(c)/(a) = {c.rps / a.rps:.2f}   target >= 0.50")
     print(f"(c)/(b) = {c.rps / b.rps:.2f}   target >= 3.00")
@@ -324,6 +351,10 @@ def report(results: list[Result]) -> None:
             f"({extra} committed while wrk stopped reading: in flight at the cut-off, <= {CONNECTIONS})"
         )
     print(f"(c) RSS after the soak = {c.rss_mb:.0f} MB   target <= 200")
+    print(
+        f"(d) {os.cpu_count()} CPUs, 2 workers: {d.rps:.0f} req/s = {d.rps / c.rps:.2f}x (c), "
+        f"{d.rps / a.rps:.2f}x (a); RSS per worker {d.rss_mb:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
