@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -63,8 +64,7 @@ async def write_batch(conn: repository.Conn, envelopes: list[Envelope], pepper: 
             new.append(i)
     if new:
         contacts = await _upsert_contacts(conn, [envelopes[i] for i in new], pepper)
-        await repository.lock_feed(conn)  # held to COMMIT: feed order = commit order
-        await _insert_rows(conn, envelopes, new, plan.ids, contacts)
+        await _insert_rows(conn, envelopes, new, plan.ids, contacts)  # takes the feed lock
         for i in new:
             outcomes[i] = Outcome("created", submission_id=plan.ids[i])
     for i, first in plan.repeats.items():
@@ -141,42 +141,36 @@ async def _insert_rows(
     contacts: dict[str, uuid.UUID],
 ) -> None:
     rows = [(ids[i], contacts[_contact_key(envelopes[i])], envelopes[i]) for i in new]
-    await batch_sql.insert_submissions(
-        conn,
-        [sid for sid, _, _ in rows],
-        [cid for _, cid, _ in rows],
-        [env.source for _, _, env in rows],
-        [env.channel for _, _, env in rows],
-        [env.submission.message for _, _, env in rows],
-        [env.notice_version for _, _, env in rows],
-        [env.received_at for _, _, env in rows],
-    )
-    purposes = [(sid, p) for sid, _, env in rows for p in env.purposes]
-    await batch_sql.insert_purposes(
-        conn,
-        [sid for sid, _ in purposes],
-        [p.purpose for _, p in purposes],
-        [p.lawful_basis for _, p in purposes],
-        [p.retention_days for _, p in purposes],
-    )
     texts = {t.consent_id: t for _, _, env in rows for t in env.new_texts}
-    if texts:
+    if texts:  # before the events that refer to them
         await repository.ensure_consent_texts(conn, list(texts.values()))
+    purposes = [(sid, p) for sid, _, env in rows for p in env.purposes]
     events = [(sid, cid, env, d) for sid, cid, env in rows for d in env.consents]
-    if events:
-        await batch_sql.insert_consent_events(
-            conn,
-            [cid for _, cid, _, _ in events],
-            [sid for sid, _, _, _ in events],
-            [d.consent.consent_id for _, _, _, d in events],
-            [d.consent.purpose for _, _, _, d in events],
-            [d.granted for _, _, _, d in events],
-            [d.consent.text_sha256 for _, _, _, d in events],
-            [env.source for _, _, env, _ in events],
-            [env.notice_version for _, _, env, _ in events],
-            [env.received_at for _, _, env, _ in events],
-        )
-    await batch_sql.notify_submissions(conn, [sid for sid, _, _ in rows])
+    await batch_sql.insert_rows(
+        conn,
+        batch_sql.BatchRows(
+            submission_ids=[sid for sid, _, _ in rows],
+            contact_ids=[cid for _, cid, _ in rows],
+            sources=[env.source for _, _, env in rows],
+            channels=[env.channel for _, _, env in rows],
+            messages=[env.submission.message for _, _, env in rows],
+            notice_versions=[env.notice_version for _, _, env in rows],
+            received=[env.received_at for _, _, env in rows],
+            purpose_submission_ids=[sid for sid, _ in purposes],
+            purposes=[p.purpose for _, p in purposes],
+            bases=[p.lawful_basis for _, p in purposes],
+            days=[p.retention_days for _, p in purposes],
+            event_contact_ids=[cid for _, cid, _, _ in events],
+            event_submission_ids=[sid for sid, _, _, _ in events],
+            event_consent_ids=[d.consent.consent_id for _, _, _, d in events],
+            event_purposes=[d.consent.purpose for _, _, _, d in events],
+            event_granted=[d.granted for _, _, _, d in events],
+            event_text_hashes=[d.consent.text_sha256 for _, _, _, d in events],
+            event_sources=[env.source for _, _, env, _ in events],
+            event_notice_versions=[env.notice_version for _, _, env, _ in events],
+            event_recorded=[env.received_at for _, _, env, _ in events],
+        ),
+    )
 
 
 class GroupCommitWriter:
@@ -197,6 +191,7 @@ class GroupCommitWriter:
         self.on_batch = on_batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start the writer task."""
@@ -209,6 +204,7 @@ class GroupCommitWriter:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        await asyncio.gather(*self._releasing)  # connections back in the pool before it closes
 
     async def submit(self, envelope: Envelope) -> Outcome:
         """Queue an envelope; return its outcome once its batch has committed."""
@@ -270,10 +266,28 @@ class GroupCommitWriter:
             _resolve(pending, outcome)
 
     async def _write(self, envelopes: list[Envelope]) -> list[Outcome]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            if len(envelopes) == 1:
-                return [await write_envelope(conn, envelopes[0], uuid.uuid4(), self.pepper)]
-            return await write_batch(conn, envelopes, self.pepper)
+        conn = await self.pool.acquire()
+        try:
+            async with conn.transaction():
+                if len(envelopes) == 1:
+                    return [await write_envelope(conn, envelopes[0], uuid.uuid4(), self.pepper)]
+                return await write_batch(conn, envelopes, self.pepper)
+        finally:
+            self._release(conn)
+
+    def _release(self, conn: asyncpg.pool.PoolConnectionProxy[Any]) -> None:
+        # The pool resets a connection on release: one more round trip that the answers
+        # need not wait for. And a failure there must not look like a failed write: the
+        # batch has committed, and retrying it would store its rows twice.
+        task = asyncio.create_task(self._release_quietly(conn))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release_quietly(self, conn: asyncpg.pool.PoolConnectionProxy[Any]) -> None:
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:  # noqa: BLE001 - the pool has already dropped the connection
+            log.warning("connection_release_failed", exc_type=type(exc).__name__)
 
 
 def _resolve(pending: _Pending, result: Outcome | BaseException) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from ingest.repository import Conn
+from ingest.repository import FEED_LOCK_KEY, Conn
 
 
 async def claim_deliveries(
@@ -119,94 +120,93 @@ async def upsert_contacts_by_phone(
     return {r["phone"]: r["contact_id"] for r in rows}
 
 
-async def insert_submissions(
-    conn: Conn,
-    submission_ids: Sequence[uuid.UUID],
-    contact_ids: Sequence[uuid.UUID],
-    sources: Sequence[str],
-    channels: Sequence[str],
-    messages: Sequence[str | None],
-    notice_versions: Sequence[str],
-    received: Sequence[datetime],
-) -> None:
-    """Insert the batch's submissions, in batch order (the feed lock is held)."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.submissions
-               (submission_id, contact_id, source, channel, message, notice_version, received_at)
-        SELECT i, c, s, ch, m, n, r
-          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                      $7::timestamptz[]) WITH ORDINALITY AS t(i, c, s, ch, m, n, r, o)
-         ORDER BY o
-        """,
-        submission_ids,
-        contact_ids,
-        sources,
-        channels,
-        messages,
-        notice_versions,
-        received,
-    )
+@dataclass(frozen=True, slots=True)
+class BatchRows:
+    """The rows of a batch's new submissions, as column arrays (one entry per row)."""
+
+    submission_ids: Sequence[uuid.UUID]
+    contact_ids: Sequence[uuid.UUID]
+    sources: Sequence[str]
+    channels: Sequence[str]
+    messages: Sequence[str | None]
+    notice_versions: Sequence[str]
+    received: Sequence[datetime]
+    # submission_purposes rows
+    purpose_submission_ids: Sequence[uuid.UUID]
+    purposes: Sequence[str]
+    bases: Sequence[str]
+    days: Sequence[int]
+    # consent_events rows, in order (the hash chain follows it)
+    event_contact_ids: Sequence[uuid.UUID]
+    event_submission_ids: Sequence[uuid.UUID]
+    event_consent_ids: Sequence[str]
+    event_purposes: Sequence[str]
+    event_granted: Sequence[bool]
+    event_text_hashes: Sequence[str]
+    event_sources: Sequence[str]
+    event_notice_versions: Sequence[str]
+    event_recorded: Sequence[datetime]
 
 
-async def insert_purposes(
-    conn: Conn,
-    submission_ids: Sequence[uuid.UUID],
-    purposes: Sequence[str],
-    bases: Sequence[str],
-    days: Sequence[int],
-) -> None:
-    """Insert every purpose of every submission of the batch."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.submission_purposes (submission_id, purpose, lawful_basis, retention_days)
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[])
-        """,
-        submission_ids,
-        purposes,
-        bases,
-        days,
-    )
+# One statement, one round trip: take the feed lock (held to COMMIT, so seq values
+# become visible in order), insert the submissions in batch order, their purposes
+# and consent events, and queue one crm_submission notification per submission.
+# Data-modifying CTEs always run to completion; foreign keys are checked at the end
+# of the statement, when the submissions are in.
+_INSERT_ROWS = """
+WITH feed_lock AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock($1::bigint)
+), subs AS (
+    INSERT INTO ingest.submissions
+           (submission_id, contact_id, source, channel, message, notice_version, received_at)
+    SELECT i, c, s, ch, m, n, r
+      FROM feed_lock,
+           unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                  $8::timestamptz[]) WITH ORDINALITY AS t(i, c, s, ch, m, n, r, o)
+     ORDER BY o
+    RETURNING submission_id
+), purposes AS (
+    INSERT INTO ingest.submission_purposes (submission_id, purpose, lawful_basis, retention_days)
+    SELECT * FROM unnest($9::uuid[], $10::text[], $11::text[], $12::int[])
+), events AS (
+    INSERT INTO ingest.consent_events
+           (contact_id, submission_id, consent_id, purpose, granted, text_sha256, source,
+            notice_version, recorded_at)
+    SELECT c, s, k, p, g, h, src, n, r
+      FROM unnest($13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::bool[], $18::text[],
+                  $19::text[], $20::text[], $21::timestamptz[]) WITH ORDINALITY
+           AS t(c, s, k, p, g, h, src, n, r, o)
+     ORDER BY o
+), notified AS (
+    SELECT pg_notify('crm_submission', submission_id::text) FROM subs
+)
+SELECT count(*) FROM notified
+"""
 
 
-async def insert_consent_events(
-    conn: Conn,
-    contact_ids: Sequence[uuid.UUID],
-    submission_ids: Sequence[uuid.UUID],
-    consent_ids: Sequence[str],
-    purposes: Sequence[str],
-    granted: Sequence[bool],
-    text_hashes: Sequence[str],
-    sources: Sequence[str],
-    notice_versions: Sequence[str],
-    recorded: Sequence[datetime],
-) -> None:
-    """Append every consent event of the batch, in order (the hash chain follows it)."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.consent_events
-               (contact_id, submission_id, consent_id, purpose, granted, text_sha256, source,
-                notice_version, recorded_at)
-        SELECT c, s, k, p, g, h, src, n, r
-          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::text[],
-                      $7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY
-               AS t(c, s, k, p, g, h, src, n, r, o)
-         ORDER BY o
-        """,
-        contact_ids,
-        submission_ids,
-        consent_ids,
-        purposes,
-        granted,
-        text_hashes,
-        sources,
-        notice_versions,
-        recorded,
-    )
-
-
-async def notify_submissions(conn: Conn, submission_ids: Sequence[uuid.UUID]) -> None:
-    """Queue one crm_submission notification per submission (delivered at COMMIT)."""
-    await conn.execute(
-        "SELECT pg_notify('crm_submission', i::text) FROM unnest($1::uuid[]) AS i", submission_ids
+async def insert_rows(conn: Conn, rows: BatchRows) -> None:
+    """Write the batch's submissions, purposes and consent events in one statement."""
+    await conn.fetchval(
+        _INSERT_ROWS,
+        FEED_LOCK_KEY,
+        rows.submission_ids,
+        rows.contact_ids,
+        rows.sources,
+        rows.channels,
+        rows.messages,
+        rows.notice_versions,
+        rows.received,
+        rows.purpose_submission_ids,
+        rows.purposes,
+        rows.bases,
+        rows.days,
+        rows.event_contact_ids,
+        rows.event_submission_ids,
+        rows.event_consent_ids,
+        rows.event_purposes,
+        rows.event_granted,
+        rows.event_text_hashes,
+        rows.event_sources,
+        rows.event_notice_versions,
+        rows.event_recorded,
     )

@@ -138,3 +138,63 @@ async def test_batch_max_rows_one_is_the_plain_per_request_path(make_client, db)
     assert (
         await client.post("/v1/forms/partner-forms", data=body, headers=sign_standard(body))
     ).status == 201
+
+
+class ReleaseFailsOnce:
+    """The pool, except that handing a connection back fails once, after the work is done."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.failures = 0
+
+    def acquire(self) -> _Acquire:
+        """Take a connection from the real pool."""
+        return _Acquire(self)
+
+    async def release(self, conn) -> None:
+        """Hand the connection back, then fail the first time."""
+        await self.pool.release(conn)
+        if not self.failures:
+            self.failures += 1
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+class _Acquire:
+    """Like the pool's: awaited, or used with `async with` (which releases through the wrapper)."""
+
+    def __init__(self, flaky: ReleaseFailsOnce) -> None:
+        self.flaky = flaky
+        self.conn = None
+
+    def __await__(self):
+        return self.flaky.pool.acquire().__await__()
+
+    async def __aenter__(self):
+        self.conn = await self.flaky.pool.acquire()
+        return self.conn
+
+    async def __aexit__(self, *_) -> None:
+        await self.flaky.release(self.conn)
+
+
+async def test_a_failure_handing_the_connection_back_after_commit_never_writes_the_batch_twice(
+    pool, config, db
+):
+    # Fault injection: returning the connection fails once, after COMMIT. Browser
+    # posts carry no delivery id, so a retry of the committed batch would store every
+    # row twice; the answers must come from the one commit.
+    flaky = ReleaseFailsOnce(pool)
+    writer = GroupCommitWriter(flaky, PEPPER, max_rows=10, max_wait_ms=20)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        service = IngestService(config, pool, PEPPER, writer)
+        outcomes = await asyncio.gather(
+            *(writer.submit(envelope(service, config, None, email=f"h{i}@example.fi")) for i in range(4))
+        )
+    finally:
+        await writer.stop()
+    assert flaky.failures == 1  # the fault did fire
+    assert [o.status for o in outcomes] == ["created"] * 4
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 4
+    stored = {r["submission_id"] for r in await db.fetch("SELECT submission_id FROM ingest.submissions")}
+    assert stored == {o.submission_id for o in outcomes}
