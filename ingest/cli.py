@@ -232,6 +232,15 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace, config: Config) -> int:
+    """Print the OpenAPI document of this configuration (JSON, or Markdown for docs/)."""
+    from ingest.web.openapi import build_spec, render_markdown  # noqa: PLC0415 - only this command
+
+    document = build_spec(config)
+    print(render_markdown(document) if args.markdown else json.dumps(document, indent=2) + "\n", end="")
+    return 0
+
+
 def cmd_ropa(_: argparse.Namespace, config: Config) -> int:
     """Print the record of processing activities."""
     print(ropa.render(config), end="")
@@ -282,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         link.add_argument("--base-url")
         link.add_argument("--consent", default="marketing-email-v1", help="with confirm-link: the consent id")
     sub.add_parser("ropa", help="print the record of processing activities (Art. 30)")
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document (as served at /openapi.json)")
+    openapi.add_argument("--markdown", action="store_true", help="as Markdown, the form of docs/api.md")
     crm_tail = sub.add_parser("crm-tail", help="example CRM consumer: print new submissions as JSON lines")
     crm_tail.add_argument(
         "--dsn", help="connection string (a role granted crm_reader); default $DATABASE_URL"
@@ -301,6 +312,7 @@ COMMANDS = {
     "unsubscribe-link": cmd_link,
     "confirm-link": cmd_link,
     "ropa": cmd_ropa,
+    "openapi": cmd_openapi,
 }
 NEEDS_NO_CONFIG = frozenset({"migrate", "crm-tail", "audit"})
 

@@ -186,6 +186,79 @@ def build_spec(config: Config) -> dict[str, Any]:
             }
         },
     )
+    forms = sorted(n for n, s in config.sources.items() if s.format == "html") or ["none"]
+    html_page = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    spec.path(
+        path="/v1/forms/{source}",
+        operations={
+            "get": {
+                "summary": "The example contact form of an html source (copy or embed it)",
+                "parameters": [
+                    {
+                        "name": "source",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": forms},
+                    }
+                ],
+                "responses": {"200": {"description": "the form page", **html_page}, **_errors(404)},
+            },
+            "options": {
+                "summary": "CORS preflight for an html source posting with fetch()",
+                "parameters": [
+                    {
+                        "name": "source",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": forms},
+                    }
+                ],
+                "responses": {"200": {"description": "allowed origin"}, **_errors(403, 404)},
+            },
+        },
+    )
+    spec.path(
+        path="/v1/chats/{source}",
+        operations={
+            "options": {
+                "summary": "CORS preflight (chat sources are server-to-server: always refused)",
+                "parameters": [
+                    {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "allowed origin"}, **_errors(403, 404)},
+            }
+        },
+    )
+    token = [{"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}]
+    for path, what in (("/v1/unsubscribe", "unsubscribe"), ("/v1/confirm", "marketing opt-in confirmation")):
+        spec.path(
+            path=path,
+            operations={
+                "get": {
+                    "summary": f"Signed {what} link: a page asking to confirm (mail scanners only GET)",
+                    "parameters": token,
+                    "responses": {
+                        "200": {"description": "the page with its button", **html_page},
+                        "400": {"description": "link not valid or expired", **html_page},
+                    },
+                },
+                "post": {
+                    "summary": f"Carry out the {what} (RFC 8058 one-click for unsubscribe), no login",
+                    "parameters": token,
+                    "responses": {
+                        "200": {"description": "done", **html_page},
+                        "400": {"description": "link not valid or expired", **html_page},
+                        **_errors(503),
+                    },
+                },
+            },
+        )
+    spec.path(
+        path="/openapi.json",
+        operations={
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        },
+    )
     for path in ("/healthz", "/readyz", "/metrics"):
         spec.path(
             path=path,
@@ -197,3 +270,68 @@ def build_spec(config: Config) -> dict[str, Any]:
             },
         )
     return spec.to_dict()
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    """The OpenAPI document as Markdown, for docs/api.md (generated, never edited by hand)."""
+    lines = [
+        f"# {document['info']['title']} HTTP API",
+        "",
+        "Generated from the service's own OpenAPI document (`GET /openapi.json`) for the",
+        "example configuration: `ingest --config deploy/ingest.example.toml openapi --markdown`.",
+        "A test fails when this file and the code disagree.",
+        "",
+    ]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            lines += _operation_markdown(method, path, operation)
+    lines += ["## Schemas", ""]
+    for name, schema in document["components"]["schemas"].items():
+        lines += _schema_markdown(name, schema)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _operation_markdown(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+    lines = [f"## {method.upper()} `{path}`", "", operation["summary"] + ".", ""]
+    if operation.get("security"):
+        lines += ["Needs `Authorization: Bearer <admin token>`.", ""]
+    if params := operation.get("parameters", []):
+        lines += ["| parameter | in | required | values |", "|---|---|---|---|"]
+        for param in params:
+            values = ", ".join(f"`{v}`" for v in param["schema"].get("enum", [])) or "string"
+            required = "yes" if param.get("required") else "no"
+            lines.append(f"| `{param['name']}` | {param['in']} | {required} | {values} |")
+        lines.append("")
+    if body := operation.get("requestBody"):
+        lines += ["Request body:", ""]
+        lines += [f"- `{kind}`: {_schema_name(media)}" for kind, media in body["content"].items()]
+        lines.append("")
+    lines += ["| status | meaning | body |", "|---|---|---|"]
+    for status, response in operation["responses"].items():
+        content = response.get("content", {})
+        bodies = ", ".join(f"{_schema_name(m)} (`{k}`)" for k, m in content.items()) or "-"
+        lines.append(f"| {status} | {response['description']} | {bodies} |")
+    lines.append("")
+    return lines
+
+
+def _schema_markdown(name: str, schema: dict[str, Any]) -> list[str]:
+    lines = [f"### {name}", ""]
+    if schema.get("description"):
+        lines += [schema["description"], ""]
+    required = set(schema.get("required", []))
+    lines += ["| field | type | required |", "|---|---|---|"]
+    for field, spec in schema.get("properties", {}).items():
+        kind = spec.get("type", "any")
+        if isinstance(kind, list):
+            kind = " or ".join(kind)
+        if "enum" in spec:
+            kind += ": " + ", ".join(f"`{v}`" for v in spec["enum"])
+        lines.append(f"| `{field}` | {kind} | {'yes' if field in required else 'no'} |")
+    lines.append("")
+    return lines
+
+
+def _schema_name(media: dict[str, Any]) -> str:
+    ref = media.get("schema", {}).get("$ref", "")
+    return f"[{ref.rsplit('/', 1)[-1]}](#{ref.rsplit('/', 1)[-1].lower()})" if ref else "text"
