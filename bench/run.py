@@ -37,7 +37,7 @@ SECRET = "whsec_" + "YmVuY2htYXJrLXNlY3JldC1ub3QtZm9yLXByb2R1Y3Rpb24="
 CONNECTIONS = 64
 THREADS = 2
 # Long enough for the new database to settle (first autovacuum/analyze of the grown tables).
-WARMUP_SECONDS = 20
+WARMUP_SECONDS = 45
 CONFIG = """
 notice_version = "bench"
 default_region = "FI"
@@ -198,8 +198,8 @@ def measure(
 ) -> Result:
     requests = tmp / f"{name}.tsv"
     warmup = tmp / f"{name}-warmup.tsv"
-    write_requests(warmup, 100_000)
-    write_requests(requests, 400_000)  # distinct from the warm-up: no duplicates in the run
+    write_requests(warmup, 60_000)
+    write_requests(requests, 100_000)  # distinct from the warm-up: no duplicates in the run
     with server(cmd, env, port) as process:
         wrk(port, WARMUP_SECONDS, warmup)
         time.sleep(0.5)  # warm-up requests still in flight commit before the count
