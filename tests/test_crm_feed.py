@@ -88,23 +88,24 @@ async def _write(service: IngestService, config, count: int, tag: str) -> None:
         assert outcome.status == "created"
 
 
+async def _poll(db, seen: list[int], done: asyncio.Event) -> None:
+    """Poll the feed as a consumer does (seq > last), until `done` and one more poll."""
+    last = 0
+    while True:
+        finished = done.is_set()  # read before polling: the final poll sees everything
+        rows = await db.fetch("SELECT seq FROM crm.submissions WHERE seq > $1 ORDER BY seq", last)
+        seen.extend(r["seq"] for r in rows)
+        if rows:
+            last = rows[-1]["seq"]
+        if finished:
+            return
+        await asyncio.sleep(0)
+
+
 async def test_a_poller_sees_every_row_exactly_once_while_many_connections_write(service, config, db):
     seen: list[int] = []
     done = asyncio.Event()
-
-    async def poll() -> None:
-        last = 0
-        while True:
-            finished = done.is_set()  # read before polling: the final poll sees everything
-            rows = await db.fetch("SELECT seq FROM crm.submissions WHERE seq > $1 ORDER BY seq", last)
-            seen.extend(r["seq"] for r in rows)
-            if rows:
-                last = rows[-1]["seq"]
-            if finished:
-                return
-            await asyncio.sleep(0)
-
-    poller = asyncio.ensure_future(poll())
+    poller = asyncio.ensure_future(_poll(db, seen, done))
     await asyncio.gather(*(_write(service, config, 40, f"w{w}") for w in range(8)))
     done.set()
     await poller
@@ -191,23 +192,10 @@ async def test_a_poller_sees_every_row_once_while_several_group_commit_writers_w
         writer.start()
     seen: list[int] = []
     done = asyncio.Event()
-
-    async def poll() -> None:
-        last = 0
-        while True:
-            finished = done.is_set()
-            rows = await db.fetch("SELECT seq FROM crm.submissions WHERE seq > $1 ORDER BY seq", last)
-            seen.extend(r["seq"] for r in rows)
-            if rows:
-                last = rows[-1]["seq"]
-            if finished:
-                return
-            await asyncio.sleep(0)
-
     try:
         await sync_consent_texts(pool, config)
         services = [IngestService(config, pool, PEPPER, writer) for writer in writers]
-        poller = asyncio.ensure_future(poll())
+        poller = asyncio.ensure_future(_poll(db, seen, done))
         source = config.sources["partner-forms"]
         await asyncio.gather(
             *(
