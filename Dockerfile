@@ -14,7 +14,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --no-create-home ingest
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels qualitydesk-ingest && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/qualitydesk_ingest-*.whl && rm -rf /wheels
 USER 10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

