@@ -184,9 +184,9 @@ def read_answers(fields: list[Any]) -> list[Answer]:
 
 
 def _value(field: dict[str, Any]) -> object:
-    """A string answer as is; {id, label} options (radio, select, checkbox) as chosen labels."""
+    """A string (or a `checkbox_for_email` boolean) as is; {id, label} options as chosen labels."""
     answer = field.get("answer")
-    if isinstance(answer, str | int | float) and not isinstance(answer, bool):
+    if isinstance(answer, str | int | float):  # bool too: the newsletter box answers true/false
         return answer
     chosen = as_list(field.get("answers")) if "answers" in field else [answer]
     labels = [as_str(as_dict(option).get("label")) for option in chosen]
@@ -200,7 +200,9 @@ def _by_customer(event: object, customer_id: str | None) -> bool:
         isinstance(event, dict)
         and customer_id is not None
         and event.get("author_id") == customer_id
+        # `visibility` since API v3.3's samples; `recipients` in the older data structures.
         and event.get("visibility", "all") != "agents"
+        and event.get("recipients", "all") != "agents"
     )
 
 

@@ -348,6 +348,38 @@ async def test_a_configured_pre_chat_consent_checkbox_is_recorded(make_client, d
     assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is True
 
 
+@pytest.mark.parametrize(("ticked", "granted"), [(True, True), (False, False)])
+async def test_a_newsletter_checkbox_for_email_answers_as_a_boolean(make_client, db, ticked, granted):
+    # LiveChat's "checkbox_for_email" pre-chat field answers true/false (lc-sdk-go webhooks/structures.go).
+    client = await make_client(
+        livechat_config(consent_fields={"Subscribe to newsletter": "marketing-email-v1"})
+    )
+    payload = incoming_chat()
+    payload["payload"]["chat"]["thread"]["events"][0]["fields"].append(
+        {"type": "checkbox_for_email", "id": "9", "label": "Subscribe to newsletter", "answer": ticked}
+    )
+    assert (await post(client, payload)).status == 200
+    assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is granted
+    assert (
+        await db.fetchval("SELECT granted FROM crm.consents WHERE consent_id = 'marketing-email-v1'")
+        is granted
+    )
+
+
+async def test_a_message_for_agents_only_in_the_older_recipients_field_is_not_the_first_message(
+    make_client, db
+):
+    client = await make_client(livechat_config())
+    payload = incoming_chat()
+    events = payload["payload"]["chat"]["thread"]["events"]
+    first = next(e for e in events if e["type"] == "message")
+    first.pop("visibility", None)
+    first["recipients"] = "agents"
+    first["text"] = "agents-only-note"
+    assert (await post(client, payload)).status == 200
+    assert "agents-only-note" not in await dump_database(db)
+
+
 async def test_an_unticked_pre_chat_consent_is_recorded_as_not_granted(make_client, db):
     client = await make_client(livechat_config(consent_fields={"Yes, send me news": "marketing-email-v1"}))
     assert (await post(client, INCOMING_CHAT)).status == 200
