@@ -37,6 +37,9 @@ class RawSubmission:
     inline_consent_texts: dict[str, tuple[str, str]] = field(default_factory=dict)
     # True when this is a chat start: no contact details means "ignored", not 422.
     optional_contact: bool = False
+    # A form provider's webhook cannot correct a field and never succeeds on retrying
+    # a 422: an invalid field is dropped when an e-mail or phone still holds.
+    drop_invalid: bool = False
     # Chats whose identity arrives in pieces (Crisp, LiveChat): the provider's
     # session id. Pieces wait in a private pending store until e-mail or phone is known.
     session_key: str | None = None

@@ -80,21 +80,26 @@ class IngestService:
 
         Chats are lenient: an invalid field is dropped rather than refusing the
         callback (providers retry or disable hooks that fail), so a chat with a
-        mistyped e-mail but a good phone still counts.
+        mistyped e-mail but a good phone still counts. Form providers' deliveries
+        (`drop_invalid`) are lenient too, as long as an e-mail or phone survives.
         """
         try:
             return load_submission(self.schema, raw.fields)
         except ValidationError as exc:
-            if not raw.optional_contact:
-                raise ValidationFailed(_field_messages(exc)) from None
-            bad = set(_field_messages(exc))
+            messages = _field_messages(exc)
+            if not (raw.optional_contact or raw.drop_invalid):
+                raise ValidationFailed(messages) from None
+            bad = set(messages)
             if "name" in bad:
                 bad |= {"first_name", "last_name"}
             kept = {k: v for k, v in raw.fields.items() if k not in bad}
             try:
-                return load_submission(self.schema, kept)
+                submission = load_submission(self.schema, kept)
             except ValidationError:
-                return Submission(name=None, email=None, phone=None, message=None)
+                submission = Submission(name=None, email=None, phone=None, message=None)
+            if not raw.optional_contact and submission.email is None and submission.phone is None:
+                raise ValidationFailed(messages) from None  # says why the contact fields failed
+            return submission
 
     def envelope(
         self, source: Source, raw: RawSubmission, submission: Submission, received_at: datetime

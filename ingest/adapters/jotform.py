@@ -81,6 +81,7 @@ class JotformAdapter(BaseAdapter):
                 fields=pick_fields(answers, source, TYPE_DEFAULTS),
                 consents=dict(pick_consents(answers, source)),
                 delivery_id=submission_id,
+                drop_invalid=True,
             )
         ]
 

@@ -32,16 +32,30 @@ from ingest.errors import ConfigError
 
 MAX_DELIVERY_ID = 200  # ingest.deliveries.delivery_id CHECK
 _YES = frozenset({"yes", "y", "true", "on", "1", "checked", "granted"})
+# English, Finnish and Swedish labels (the default region is FI): providers without
+# field types (Webflow, Netlify, Jotform) are matched by their labels' words.
 _NAME_RULES: dict[str, Callable[[str], bool]] = {
-    "email": lambda w: _has(w, "email", "e mail"),
-    "phone": lambda w: _has(w, "phone", "telephone", "mobile"),
-    "first_name": lambda w: _has(w, "first name", "firstname", "given name", "forename"),
-    "last_name": lambda w: _has(w, "last name", "lastname", "surname", "family name"),
-    "name": lambda w: w.strip() == "name" or _has(w, "full name", "fullname", "your name"),
-    "message": lambda w: _has(w, "message", "comment", "comments"),
+    "email": lambda w: _has(w, "email", "e mail", "sähköposti", "sahkoposti", "e post", "epost"),
+    "phone": lambda w: _has(
+        w, "phone", "telephone", "mobile", "puhelin", "puhelinnumero", "matkapuhelin", "telefon", "mobil"
+    ),
+    "first_name": lambda w: _has(
+        w, "first name", "firstname", "given name", "forename", "etunimi", "förnamn", "fornamn"
+    ),
+    "last_name": lambda w: _has(
+        w, "last name", "lastname", "surname", "family name", "sukunimi", "efternamn"
+    ),
+    "name": lambda w: (
+        w.strip() in ("name", "nimi", "namn")
+        or _has(w, "full name", "fullname", "your name", "koko nimi", "fullständigt namn")
+    ),
+    "message": lambda w: _has(w, "message", "comment", "comments", "viesti", "meddelande"),
 }
+# Checkbox texts that read as consent given: "Yes, ...", "I agree ...", "Kyllä", "Ja".
+_AFFIRMATIVE_STARTS = (("yes",), ("i", "agree"), ("agree",), ("kyllä",), ("ja",), ("hyväksyn",))
 _CAMEL = re.compile(r"(?<=[a-z]{2})(?=[A-Z])")  # firstName, not iPhone
 _WORD = re.compile(r"[^\W_]+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +166,12 @@ def delivery_id(value: object) -> str | None:
 
 def compact_json(value: object) -> bytes:
     """JSON as JavaScript's JSON.stringify writes it (no spaces, non-ASCII kept), for signature fallbacks."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a "\\ud800" escape): JSON.stringify writes it escaped.
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text).encode("utf-8")
 
 
 def as_dict(value: object) -> dict[str, Any]:
@@ -237,7 +256,8 @@ def _yes(value: object) -> bool:
         return value == 1
     if isinstance(value, str):
         folded = _fold(value)
-        return folded in _YES or _words(value).split()[:1] == ["yes"]
+        words = tuple(_words(value).split())
+        return folded in _YES or any(words[: len(start)] == start for start in _AFFIRMATIVE_STARTS)
     return False
 
 

@@ -81,6 +81,7 @@ class NetlifyAdapter(BaseAdapter):
                 fields=pick_fields(answers, source),
                 consents=dict(pick_consents(answers, source)),
                 delivery_id=submission_id,
+                drop_invalid=True,
             )
         ]
 

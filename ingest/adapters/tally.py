@@ -78,6 +78,7 @@ class TallyAdapter(BaseAdapter):
                 fields=pick_fields(answers, source, TYPE_DEFAULTS),
                 consents=dict(pick_consents(answers, source)),
                 delivery_id=event_id,
+                drop_invalid=True,
             )
         ]
 

@@ -74,6 +74,7 @@ class TypeformAdapter(BaseAdapter):
                 fields=pick_fields(answers, source, TYPE_DEFAULTS),
                 consents=dict(pick_consents(answers, source)),
                 delivery_id=event_id,
+                drop_invalid=True,
             )
         ]
 

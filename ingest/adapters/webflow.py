@@ -79,6 +79,7 @@ class WebflowAdapter(BaseAdapter):
                 fields=pick_fields(answers, source),
                 consents=dict(pick_consents(answers, source)),
                 delivery_id=event_id,
+                drop_invalid=True,
             )
         ]
 

@@ -85,6 +85,19 @@ def test_field_types_fill_email_phone_and_message_by_default():
         ("iPhone model", None),
         ("Emailing frequency", None),
         ("question_3EKz4n", None),
+        # Finnish and Swedish labels (the default region is FI)
+        ("Sähköposti", "email"),
+        ("Puhelinnumero", "phone"),
+        ("Etunimi", "first_name"),
+        ("Sukunimi", "last_name"),
+        ("Nimi", "name"),
+        ("Viesti", "message"),
+        ("E-post", "email"),
+        ("Telefon", "phone"),
+        ("Förnamn", "first_name"),
+        ("Efternamn", "last_name"),
+        ("Meddelande", "message"),
+        ("Yrityksen nimi", None),
     ],
 )
 def test_labels_and_refs_that_read_like_a_canonical_field_fill_it(label, canonical):
@@ -175,6 +188,9 @@ def test_a_consent_answer_never_fills_a_contact_field():
         ("no", False),
         ("maybe", False),
         (["on"], True),
+        (["I agree to receive the newsletter"], True),
+        (["Kyllä, lähettäkää uutiskirje"], True),
+        (["I disagree"], False),
         ([], False),
         ({"checked": True}, False),
     ],
@@ -285,3 +301,8 @@ def test_a_delivery_id_is_a_short_printable_string(value, expected):
 
 def test_compact_json_is_what_json_stringify_writes():
     assert compact_json({"a": [1, "ä/☃"], "b": None}) == '{"a":[1,"ä/☃"],"b":null}'.encode()
+
+
+def test_compact_json_escapes_a_lone_surrogate_as_json_stringify_does():
+    # A "\ud800" escape in a body decodes to a lone surrogate, which UTF-8 cannot encode.
+    assert compact_json({"a": "x\ud800y"}) == b'{"a":"x\\ud800y"}'

@@ -320,3 +320,13 @@ def test_parse_returns_one_submission_with_the_event_id_as_delivery_id():
     assert item.delivery_id == "a4cb511e-d513-4fa5-baee-b815d718dfd1"
     assert item.fields == {"email": "alice@example.com", "phone": "+32491223344", "message": "Hello world"}
     assert item.consents == {}
+
+
+async def test_a_wrongly_signed_body_with_a_lone_surrogate_escape_is_401_not_500(make_client, db):
+    client = await make_client(tally_config())
+    body = b'{"eventId": "x", "eventType": "FORM_RESPONSE", "data": {"fields": [], "t": "\\ud800"}}'
+    response = await client.post(
+        URL, data=body, headers={"Tally-Signature": signature(b"other"), "Content-Type": "application/json"}
+    )
+    assert response.status == 401
+    assert await response.json() == {"error": "invalid_signature"}

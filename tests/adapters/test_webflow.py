@@ -92,16 +92,28 @@ async def test_the_documented_test_submission_is_stored_with_its_email(make_clie
         assert dropped not in stored
 
 
-async def test_the_documented_contact_us_sample_is_refused_for_its_fictional_555_phone_number(
+async def test_the_documented_contact_us_sample_keeps_the_lead_and_drops_its_fictional_555_phone_number(
     make_client, db
 ):
+    # A 422 would never succeed on Webflow's retries and gets the webhook deactivated:
+    # the invalid phone is dropped, the valid e-mail and name are kept.
     client = await make_client(webflow_config())
     body = json.dumps(CONTACT_US, indent=2).encode()
+    response = await client.post(URL, data=body, headers=sign(body))
+    assert response.status == 200
+    row = await db.fetchrow("SELECT name, email, phone FROM crm.contacts")
+    assert dict(row) == {"name": "Zaphod Beeblebrox", "email": "zaphod@heartofgold.ai", "phone": None}
+
+
+async def test_a_delivery_whose_only_contact_field_is_invalid_gets_422_saying_why(make_client, db):
+    client = await make_client(webflow_config())
+    payload = contact_us(email="not-an-address")
+    body = json.dumps(payload).encode()
     response = await client.post(URL, data=body, headers=sign(body))
     assert response.status == 422
     assert await response.json() == {
         "error": "validation_failed",
-        "fields": {"phone": ["Not a valid phone number."]},
+        "fields": {"email": ["Not a valid e-mail address."], "phone": ["Not a valid phone number."]},
     }
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
@@ -344,3 +356,13 @@ async def test_every_accepted_delivery_is_answered_200_because_webflow_retries_a
     assert (await first.json())["status"] == "created"
     again = await client.post(URL, data=TEST_SUBMISSION, headers=headers)
     assert (again.status, (await again.json())["status"]) == (200, "duplicate")
+
+
+async def test_a_wrongly_signed_body_with_a_lone_surrogate_escape_is_401_not_500(make_client, db):
+    client = await make_client(webflow_config())
+    body = b'{"triggerType": "form_submission", "payload": {"data": {"t": "\\ud800"}}}'
+    headers = sign(b"other body")
+    headers["Content-Type"] = "application/json"
+    response = await client.post(URL, data=body, headers=headers)
+    assert response.status == 401
+    assert await response.json() == {"error": "invalid_signature"}
