@@ -65,6 +65,7 @@ class Source:
     honeypot_field: str = "_gotcha"
     min_fill_seconds: float = 0.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    max_body_bytes: int | None = None  # None: the format's default, else [limits] max_body_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,9 @@ class AdminToken:
     name: str
     sha256: bytes
     scopes: frozenset[str]
+
+
+MAX_BODY_BYTES_CAP = 16 * 1024 * 1024  # a body is held in memory whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +339,18 @@ def _source(
         honeypot_field=item.get("honeypot_field", str, "_gotcha"),
         min_fill_seconds=float(item.get("min_fill_seconds", (int, float), 0)),
         options=item.get("options", dict, {}),
+        max_body_bytes=_body_limit(item),
     )
     item.reject_unknown()
     adapter.check_source(source, item.key)
     return source
+
+
+def _body_limit(item: _Reader) -> int | None:
+    limit = item.get("max_body_bytes", int, None)
+    if limit is not None and not 0 < limit <= MAX_BODY_BYTES_CAP:
+        raise ConfigError(f"{item.key('max_body_bytes')}: from 1 to {MAX_BODY_BYTES_CAP} bytes")
+    return cast("int | None", limit)
 
 
 def _source_purposes(item: _Reader, purposes: Mapping[str, Purpose]) -> tuple[str, ...]:

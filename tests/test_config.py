@@ -293,6 +293,13 @@ def test_a_zero_limit_is_named():
     assert_names(config_error(raw), "limits.max_body_bytes")
 
 
+@pytest.mark.parametrize("limit", [0, -1, 17 * 1024 * 1024, "1MB"])
+def test_a_source_body_limit_out_of_range_is_named(limit):
+    raw = base_config_dict()
+    raw["sources"]["website-contact"]["max_body_bytes"] = limit
+    assert_names(config_error(raw), "sources.website-contact.max_body_bytes")
+
+
 def test_a_boolean_for_a_time_limit_is_named():
     raw = base_config_dict()
     raw["limits"] = {"body_timeout_seconds": True}

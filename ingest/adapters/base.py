@@ -55,6 +55,10 @@ class Adapter(Protocol):
     # Providers that count only one status as delivered (Webflow: 200) get it for
     # every 2xx outcome; None means the DESIGN statuses (201/200/202).
     success_status: ClassVar[int | None]
+    # Providers whose deliveries carry a whole conversation or form definition
+    # (Intercom, LiveChat, Zendesk, Typeform) need more than the 64 KiB default:
+    # a 413 never succeeds on retry. None: [limits] max_body_bytes.
+    max_body_bytes: ClassVar[int | None]
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Raise ConfigError (naming the key) if the source's settings cannot work."""
@@ -72,9 +76,20 @@ class BaseAdapter:
     needs_origin: ClassVar[bool] = False
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
     success_status: ClassVar[int | None] = None
+    max_body_bytes: ClassVar[int | None] = None
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Accept any settings by default."""
+
+
+LARGE_DELIVERY_BYTES = 1024 * 1024
+
+
+def body_limit(adapter: Adapter, source: Source, default: int) -> int:
+    """The most a delivery to `source` may carry: its own setting, else its format's, else `default`."""
+    if source.max_body_bytes is not None:
+        return source.max_body_bytes
+    return max(default, adapter.max_body_bytes or 0)
 
 
 @functools.lru_cache(maxsize=256)

@@ -27,6 +27,7 @@ from html.parser import HTMLParser
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
+    LARGE_DELIVERY_BYTES,
     BaseAdapter,
     Ignored,
     Item,
@@ -65,6 +66,7 @@ class IntercomAdapter(BaseAdapter):
 
     name: ClassVar[str] = "intercom"
     channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
+    max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Intercom notifications have fixed fields: no options, no field or consent mapping."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
+    LARGE_DELIVERY_BYTES,
     BaseAdapter,
     Ignored,
     Item,
@@ -61,6 +62,7 @@ class LiveChatAdapter(BaseAdapter):
     channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
     # "Building webhook apps": respond with HTTP 200, otherwise LiveChat retries.
     success_status: ClassVar[int | None] = 200
+    max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Pre-chat field mapping must name fields; `organization_id` must be text."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
+    LARGE_DELIVERY_BYTES,
     BaseAdapter,
     Ignored,
     Item,
@@ -52,6 +53,7 @@ class TypeformAdapter(BaseAdapter):
 
     name: ClassVar[str] = "typeform"
     channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
+    max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """The field and consent mapping must name fields."""

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
+    LARGE_DELIVERY_BYTES,
     BaseAdapter,
     Ignored,
     Item,
@@ -62,6 +63,7 @@ class ZendeskAdapter(BaseAdapter):
 
     name: ClassVar[str] = "zendesk"
     channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
+    max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Pre-chat form mapping must name fields; there are no options."""

@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ingest import errors
 from ingest.adapters import ADAPTERS
-from ingest.adapters.base import Ignored, Item
+from ingest.adapters.base import Ignored, Item, body_limit
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, Outcome
 from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, SERVICE
@@ -158,7 +158,8 @@ async def _process(request: web.Request, source: Source) -> list[Outcome]:
 
         check_origin(source, _headers_only(request))
     received_at = datetime.now(UTC)
-    body = await read_body(request, config.limits.max_body_bytes, config.limits.body_timeout_seconds)
+    limit = body_limit(adapter, source, config.limits.max_body_bytes)
+    body = await read_body(request, limit, config.limits.body_timeout_seconds)
     inbound = InboundRequest(
         headers={k.lower(): v for k, v in request.headers.items()},
         query=dict(request.query),

@@ -423,3 +423,24 @@ def test_options_are_refused_at_start_up():
 def test_field_mappings_are_refused_because_intercom_has_no_form_fields():
     with pytest.raises(ConfigError, match=r"sources\.intercom\.fields"):
         intercom_config(consent_fields={"marketing": "marketing-email-v1"})
+
+
+async def test_a_delivery_past_the_64_kib_default_is_taken_for_a_format_that_carries_whole_conversations(
+    make_client, db
+):
+    # conversation.user.created carries the whole conversation (an inbound e-mail's HTML):
+    # a 413 would never succeed on Intercom's retries.
+    client = await make_client(intercom_config())
+    payload = conversation()
+    payload["data"]["item"]["custom_attributes"] = {"padding": "x" * 300_000}
+    response = await deliver(client, payload)
+    assert response.status == 201
+    assert "x" * 1000 not in await dump_database(db)
+
+
+async def test_a_source_can_set_its_own_body_limit(make_client, db):
+    client = await make_client(intercom_config(max_body_bytes=1000))
+    response = await deliver(client, conversation())
+    assert response.status == 413
+    assert await response.json() == {"error": "payload_too_large"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 0
