@@ -9,8 +9,10 @@ Two kinds of hook, chosen per source with `options.hook`:
 - "plugin": X-Crisp-Signature is the hex HMAC-SHA256 of
   "[<X-Crisp-Request-Timestamp>;<body>]". Crisp's libraries sign the body as
   `JSON.stringify` writes it, so the raw bytes are tried first, then the compact
-  re-serialisation. The timestamp must be within 5 minutes of our clock; its
-  unit is not documented, so 10-11 digits read as seconds, 12-14 as milliseconds.
+  re-serialisation. The timestamp must be within 24 hours of our clock (retries);
+  its unit is not documented, so 10-11 digits read as seconds, 12-14 as milliseconds.
+  A plugin receives the events of every website that installed it:
+  `options.website_ids` lists ours, and other websites' events are ignored (2xx).
 
 Identity arrives in pieces keyed by `data.session_id`: `message:send` from the
 user (text only; operators' messages are not the visitor's words),
@@ -40,9 +42,12 @@ from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature, MalformedBody
 
-TOLERANCE_SECONDS = 5 * 60
+# Crisp documents the timestamp as when the hook was emitted, and retries failed hooks:
+# a retry may carry the first attempt's timestamp. Replays inside the window are
+# de-duplicated by the event's delivery id, so the window can cover the retries.
+TOLERANCE_SECONDS = 24 * 60 * 60
 HOOKS = ("website", "plugin")
-_OPTIONS = ("hook", "key_parameter")
+_OPTIONS = ("hook", "key_parameter", "website_ids")
 _TIMESTAMP = re.compile(r"^[0-9]{10,14}$")
 _SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
 _PARAMETER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -71,6 +76,11 @@ class CrispAdapter(BaseAdapter):
                 raise ConfigError(f"{key('options')}.key_parameter: only for website hooks")
             if not isinstance(parameter, str) or not _PARAMETER.match(parameter):
                 raise ConfigError(f"{key('options')}.key_parameter: a query parameter name")
+        websites = source.options.get("website_ids")
+        if websites is not None and not (
+            isinstance(websites, list) and websites and all(isinstance(w, str) and w for w in websites)
+        ):
+            raise ConfigError(f"{key('options')}.website_ids: a list of Crisp website ids")
         if source.field_map or source.consent_fields:
             raise ConfigError(f"{key('fields')}: format crisp has no form fields to map")
 
@@ -82,6 +92,9 @@ class CrispAdapter(BaseAdapter):
         else:
             verify_website(source, request)
             body = parse_json_object(request.body)
+        websites = source.options.get("website_ids")
+        if websites is not None and body.get("website_id") not in websites:
+            return [Ignored("other_website")]
         return [read_event(body)]
 
 

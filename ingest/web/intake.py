@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -19,6 +19,7 @@ from ingest.domain import Channel, InboundRequest, Outcome
 from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
+MAX_QUERY_PARAMETERS = 50
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
 
 
@@ -57,6 +58,19 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
         # The client went away mid-body, or sent a broken chunked/length framing.
         raise errors.MalformedBody from None
     return b"".join(chunks)
+
+
+def secret_query(query_string: str) -> dict[str, str]:
+    """Query parameters with '+' kept as '+' (the first of a repeated name wins).
+
+    Only secrets travel in an intake URL (`?key=`, Crisp and Jotform): one pasted
+    as-is that holds a '+' (base64) must not turn into a space, as form decoding would.
+    """
+    query: dict[str, str] = {}
+    for pair in query_string.split("&")[:MAX_QUERY_PARAMETERS]:
+        name, _, value = pair.partition("=")
+        query.setdefault(unquote(name), unquote(value))
+    return query
 
 
 def wants_html(request: web.Request) -> bool:
@@ -162,7 +176,7 @@ async def _process(request: web.Request, source: Source) -> list[Outcome]:
     body = await read_body(request, limit, config.limits.body_timeout_seconds)
     inbound = InboundRequest(
         headers={k.lower(): v for k, v in request.headers.items()},
-        query=dict(request.query),
+        query=secret_query(request.rel_url.raw_query_string),
         body=body,
         content_type=request.headers.get("Content-Type", ""),
         received_at=received_at,
