@@ -17,18 +17,53 @@ OBJECTION_TEXT = "The person objected to direct marketing (GDPR Art. 21(2)); con
 
 
 async def find_contacts(conn: Conn, email: str | None, phone: str | None) -> list[uuid.UUID]:
-    """Contacts with this e-mail (case-insensitively) or this phone."""
+    """Contacts with this e-mail (case-insensitively) or this phone, and the same person's others.
+
+    Contacts are keyed by e-mail, else phone: a phone-only contact with the phone of
+    a contact found by e-mail is the same person (a chat that gave only the phone).
+    Contacts with another e-mail are other people, even when they share the phone.
+    """
     rows = await conn.fetch(
         """
+        WITH named AS (
+            SELECT contact_id, phone FROM ingest.contacts
+             WHERE ($1::text IS NOT NULL AND lower(email) = lower($1))
+                OR ($2::text IS NOT NULL AND phone = $2)
+        )
         SELECT contact_id FROM ingest.contacts
-         WHERE ($1::text IS NOT NULL AND lower(email) = lower($1))
-            OR ($2::text IS NOT NULL AND phone = $2)
+         WHERE contact_id IN (SELECT contact_id FROM named)
+            OR (email IS NULL AND phone IN (SELECT phone FROM named WHERE phone IS NOT NULL))
          ORDER BY first_seen_at
         """,
         email,
         phone,
     )
     return [row["contact_id"] for row in rows]
+
+
+async def lock_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> None:
+    """Row-lock contacts before the feed lock: the order writers take them in (no deadlock)."""
+    await conn.execute(
+        "SELECT 1 FROM ingest.contacts WHERE contact_id = ANY($1::uuid[]) ORDER BY contact_id FOR UPDATE",
+        list(contact_ids),
+    )
+
+
+async def contact_identifiers(
+    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
+) -> tuple[list[str], list[str]]:
+    """The e-mails (lower-cased) and phones of the request and of these contacts."""
+    row = await conn.fetchrow(
+        """
+        SELECT array_remove(array_agg(DISTINCT lower(email)) || lower($2::text), NULL) AS emails,
+               array_remove(array_agg(DISTINCT phone) || $3::text, NULL) AS phones
+          FROM ingest.contacts WHERE contact_id = ANY($1::uuid[])
+        """,
+        list(contact_ids),
+        email,
+        phone,
+    )
+    return list(row["emails"] or []), list(row["phones"] or [])
 
 
 async def contacts_by_email_hash(conn: Conn, email_hash: bytes) -> list[uuid.UUID]:
@@ -75,16 +110,15 @@ async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[
     return result
 
 
-async def pending_chats_of(conn: Conn, email: str | None, phone: str | None) -> list[dict[str, Any]]:
-    """Chat pieces still waiting for contact details that mention this e-mail or phone."""
+async def pending_chats_of(conn: Conn, emails: Sequence[str], phones: Sequence[str]) -> list[dict[str, Any]]:
+    """Chat pieces still waiting for contact details that mention one of these e-mails or phones."""
     rows = await conn.fetch(
         """
         SELECT source, fields::text AS fields, created_at, expires_at FROM ingest.pending_chats
-         WHERE ($1::text IS NOT NULL AND lower(fields->>'email') = lower($1))
-            OR ($2::text IS NOT NULL AND fields->>'phone' = $2)
+         WHERE lower(fields->>'email') = ANY($1::text[]) OR fields->>'phone' = ANY($2::text[])
         """,
-        email,
-        phone,
+        list(emails),
+        list(phones),
     )
     return [
         {
@@ -97,16 +131,21 @@ async def pending_chats_of(conn: Conn, email: str | None, phone: str | None) -> 
     ]
 
 
-async def delete_pending_chats_of(conn: Conn, email: str | None, phone: str | None) -> int:
-    """Remove pending chat pieces mentioning this e-mail or phone."""
+async def delete_pending_chats_of(
+    conn: Conn, emails: Sequence[str], phones: Sequence[str], contact_ids: Sequence[uuid.UUID]
+) -> int:
+    """Remove pending chat pieces naming these e-mails or phones, or tied to these contacts' chats."""
     result: str = await conn.execute(
         """
         DELETE FROM ingest.pending_chats
-         WHERE ($1::text IS NOT NULL AND lower(fields->>'email') = lower($1))
-            OR ($2::text IS NOT NULL AND fields->>'phone' = $2)
+         WHERE lower(fields->>'email') = ANY($1::text[])
+            OR fields->>'phone' = ANY($2::text[])
+            OR submission_id IN (SELECT submission_id FROM ingest.submissions
+                                  WHERE contact_id = ANY($3::uuid[]))
         """,
-        email,
-        phone,
+        list(emails),
+        list(phones),
+        list(contact_ids),
     )
     return _count(result)
 
@@ -297,7 +336,12 @@ async def count_overdue(conn: Conn) -> int:
 
 
 async def expired_contacts(conn: Conn, now: datetime, limit: int) -> list[uuid.UUID]:
-    """Contacts whose every purpose's retention has run out since their last activity."""
+    """Contacts whose every purpose's retention has run out since their last activity, row-locked.
+
+    The lock re-checks `last_seen_at` on the newest row version, so a contact that a
+    submission committed a moment ago made active again is not erased; one being
+    written to right now is skipped until the next run.
+    """
     rows = await conn.fetch(
         """
         SELECT c.contact_id
@@ -308,6 +352,7 @@ async def expired_contacts(conn: Conn, now: datetime, limit: int) -> list[uuid.U
                     WHERE s.contact_id = c.contact_id), 0)) <= $1
          ORDER BY c.last_seen_at
          LIMIT $2
+           FOR UPDATE OF c SKIP LOCKED
         """,
         now,
         limit,

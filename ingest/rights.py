@@ -20,6 +20,7 @@ from ingest.config import Config
 from ingest.errors import InvalidLink, ValidationFailed
 from ingest.pseudonyms import email_key, phone_key
 from ingest.repository import lock_feed
+from ingest.service import with_retries
 
 EXPORT_FORMAT = "qualitydesk-ingest/subject-export/v1"
 PURGE_CHUNK = 100
@@ -71,7 +72,8 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
         contacts = await sql.export_contacts(conn, contact_ids)
-        pending = await sql.pending_chats_of(conn, subject.email, subject.phone)
+        emails, phones = await sql.contact_identifiers(conn, subject.email, subject.phone, contact_ids)
+        pending = await sql.pending_chats_of(conn, emails, phones)
         keys = subject.keys(pepper)
         for contact_id in contact_ids:
             keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
@@ -92,10 +94,16 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
 
 async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Remove every copy of the person's data in one transaction (Art. 17)."""
+    return await with_retries(lambda: _erase(pool, subject, pepper, actor))
+
+
+async def _erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        emails, phones = await sql.contact_identifiers(conn, subject.email, subject.phone, contact_ids)
+        pending = await sql.delete_pending_chats_of(conn, emails, phones, contact_ids)
         report = await _erase_contacts(conn, contact_ids)
-        report["pending_chats"] = await sql.delete_pending_chats_of(conn, subject.email, subject.phone)
+        report["pending_chats"] = pending
         await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)], actor)
         await sql.audit(conn, actor, "erase", report)
     return report
@@ -104,6 +112,7 @@ async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -
 async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
     if not contact_ids:
         return {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
+    await sql.lock_contacts(conn, contact_ids)
     await lock_feed(conn)
     await sql.add_subject_events(conn, contact_ids, "erased")
     return await sql.erase_contacts(conn, contact_ids)
@@ -111,6 +120,10 @@ async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
 
 async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Record a direct-marketing objection that outlives erasure (Art. 21)."""
+    return await with_retries(lambda: _opt_out(pool, subject, pepper, actor))
+
+
+async def _opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
         report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
@@ -127,6 +140,7 @@ async def _object(
     withdrawn = 0
     if contact_ids:
         digest = await sql.ensure_objection_text(conn)
+        await sql.lock_contacts(conn, contact_ids)
         await lock_feed(conn)
         withdrawn = await sql.record_consent_for_contacts(
             conn,

@@ -100,6 +100,47 @@ async def test_erasure_leaves_none_of_the_persons_values_in_a_full_dump(client, 
     assert "maija" not in audit["details"]
 
 
+async def test_erasure_by_email_also_removes_the_same_persons_earlier_phone_only_contact(client, db):
+    # A chat that gave only the phone came first, then a form with e-mail and that phone:
+    # two contacts (keyed by phone, then by e-mail) of one person.
+    status, _ = await _chat(client, {"phone": "+358401234567", "message": "phone-only secret"})
+    assert status == 201
+    await _form(client, MAIJA)
+    # Someone else with their own e-mail who gave the same (family) phone is another person.
+    await _form(client, OTHER | {"phone": "040 123 4567"})
+    response = await client.get("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
+    exported = await response.json()
+    assert sorted(c["email"] or "-" for c in exported["contacts"]) == ["-", "maija@example.fi"]
+    assert "olli" not in json.dumps(exported).lower()
+    response = await client.delete("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
+    assert response.status == 200
+    assert (await response.json())["removed"]["contacts"] == 2
+    dump = await dump_database(db)
+    for value in ("phone-only secret", "private question", "maija@example.fi", "Meikäläinen"):
+        assert value not in dump
+    assert "Olli's words" in dump
+
+
+async def test_an_erasure_racing_submissions_of_the_same_person_never_fails(client, db):
+    import asyncio
+
+    await _form(client, MAIJA)
+
+    async def submit(i: int) -> int:
+        status, _ = await _chat(client, {"email": "maija@example.fi", "message": f"again {i}"})
+        return status
+
+    async def erase() -> int:
+        response = await client.delete("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
+        return response.status
+
+    for _ in range(3):
+        statuses = await asyncio.gather(
+            *(submit(i) for i in range(10)), erase(), *(submit(i) for i in range(10))
+        )
+        assert set(statuses) <= {200, 201}, statuses
+
+
 async def test_a_provider_retrying_an_old_delivery_after_erasure_does_not_bring_data_back(client, db):
     status, first = await _chat(
         client, {"email": "maija@example.fi", "message": "hello"}, delivery="msg_old_1"
