@@ -63,6 +63,8 @@ async def contact_identifiers(
         email,
         phone,
     )
+    if row is None:  # pragma: no cover - an aggregate always returns one row
+        return [], []
     return list(row["emails"] or []), list(row["phones"] or [])
 
 
