@@ -394,6 +394,12 @@ async def chain_rows(conn: Conn, chain: str) -> list[asyncpg.Record]:
     return list(await conn.fetch(query))
 
 
+async def chain_head(conn: Conn, chain: str) -> str:
+    """The hash the chain's last row must carry (kept by the insert triggers)."""
+    head: str = await conn.fetchval("SELECT head FROM ingest.chain_heads WHERE chain = $1", chain)
+    return head
+
+
 def _count(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])

@@ -254,20 +254,38 @@ async def _purge_locked(
     return report
 
 
+def _first_broken_link(rows: list[Any], head: str) -> str | None:
+    """Follow the links from genesis; say where the chain breaks, or None when it is whole.
+
+    Links are followed by `prev_hash`, not by id: ids are drawn before the head is
+    locked, so two concurrent inserts may link up in the other order. The walk must
+    visit every row and end at the recorded head (rows removed from the end would
+    otherwise go unseen).
+    """
+    following: dict[str, list[Any]] = {}
+    for row in rows:
+        following.setdefault(row["prev_hash"], []).append(row)
+    previous, walked = "genesis", set()
+    while nexts := following.get(previous):
+        row = min(nexts, key=lambda r: r["id"])
+        if len(nexts) > 1 or row["row_hash"] != row["computed"] or row["id"] in walked:
+            return f"at id {row['id']}"
+        previous = row["row_hash"]
+        walked.add(row["id"])
+    if len(walked) != len(rows):
+        return f"at id {min(r['id'] for r in rows if r['id'] not in walked)}"
+    if previous != head:
+        return f"after id {rows[-1]['id'] if rows else '-'}: the chain's recorded head is missing"
+    return None
+
+
 async def verify_chains(pool: asyncpg.Pool) -> list[str]:
     """Walk the consent and audit hash chains; return a line per chain (first broken link, or OK)."""
     lines = []
     async with pool.acquire() as conn:
         for chain in ("consent_events", "audit_log"):
             rows = await sql.chain_rows(conn, chain)
-            previous = "genesis"
-            broken = None
-            for row in rows:
-                if row["prev_hash"] != previous or row["row_hash"] != row["computed"]:
-                    broken = row["id"]
-                    break
-                previous = row["row_hash"]
-            lines.append(
-                f"{chain}: {'OK' if broken is None else f'BROKEN at id {broken}'} ({len(rows)} rows)"
-            )
+            head = await sql.chain_head(conn, chain)
+            broken = _first_broken_link(rows, head)
+            lines.append(f"{chain}: {'OK' if broken is None else f'BROKEN {broken}'} ({len(rows)} rows)")
     return lines

@@ -310,6 +310,33 @@ async def test_audit_verify_finds_the_first_tampered_consent_event(client, db):
     assert f"consent_events: BROKEN at id {second}" in lines[0]
 
 
+async def test_audit_verify_notices_rows_removed_from_the_end_of_a_chain(client, db):
+    pool = client.app[POOL]
+    for i in range(3):
+        await client.post("/v1/subjects/opt-out", json={"email": f"p{i}@example.fi"}, headers=ADMIN)
+    assert all(": OK" in line for line in await rights.verify_chains(pool))
+    await db.execute("ALTER TABLE ingest.audit_log DISABLE TRIGGER audit_log_immutable")
+    await db.execute(
+        "DELETE FROM ingest.audit_log WHERE audit_id = (SELECT max(audit_id) FROM ingest.audit_log)"
+    )
+    [_, audit] = await rights.verify_chains(pool)
+    assert audit.startswith("audit_log: BROKEN after id"), audit
+
+
+async def test_audit_rows_written_concurrently_verify_whatever_order_their_ids_came_in(client, db):
+    import asyncio
+
+    pool = client.app[POOL]
+    await asyncio.gather(
+        *(
+            client.post("/v1/subjects/opt-out", json={"email": f"c{i}@example.fi"}, headers=ADMIN)
+            for i in range(20)
+        )
+    )
+    assert await db.fetchval("SELECT count(*) FROM ingest.audit_log") == 20
+    assert all(": OK" in line for line in await rights.verify_chains(pool))
+
+
 async def test_open_requests_are_listed_with_their_deadline_and_closed_when_answered(client, db, config):
     pool = client.app[POOL]
     subject = rights.subject_from(config, "maija@example.fi")
