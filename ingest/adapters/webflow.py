@@ -69,7 +69,11 @@ class WebflowAdapter(BaseAdapter):
         body = parse_json_object(request.body)
         payload = body.get("payload")
         event_id = delivery_id(as_dict(payload).get("id"))
-        if body.get("triggerType") != "form_submission":
+        if "triggerType" not in body and isinstance(body.get("data"), dict) and "_id" in body:
+            # A legacy (v1) form_submission webhook: the submission itself, keyed by `_id`
+            # (developers.webflow.com/data/v1.0.0/reference/form_submission), signed alike.
+            payload, event_id = body, delivery_id(body.get("_id"))
+        elif body.get("triggerType") != "form_submission":
             return [Ignored("unsupported_event", event_id)]
         if event_id is None or not isinstance(payload, dict):
             raise MalformedBody

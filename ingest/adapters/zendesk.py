@@ -77,6 +77,10 @@ class ZendeskAdapter(BaseAdapter):
         require(secret_matches(source.secrets, lambda key: key, given.encode("utf-8")))
         body = parse_json_object(request.body)
         events = body.get("events")
+        if "trigger" in body and "events" not in body:
+            # A webhook created as version v1 (legacy Smooch): answered 2xx so it is not
+            # retried for ever; its integration must be re-created as v2 (README).
+            return [Ignored("unsupported_webhook_version", delivery_id(body.get("trigger")))]
         if not isinstance(events, list):
             raise MalformedBody
         if not events:

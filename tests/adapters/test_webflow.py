@@ -366,3 +366,22 @@ async def test_a_wrongly_signed_body_with_a_lone_surrogate_escape_is_401_not_500
     response = await client.post(URL, data=body, headers=headers)
     assert response.status == 401
     assert await response.json() == {"error": "invalid_signature"}
+
+
+async def test_a_legacy_v1_form_submission_is_stored_by_its_id(make_client, db):
+    # Webflow API v1 "Form Submission" webhook: the submission itself, no triggerType.
+    legacy = {
+        "name": "Contact Us",
+        "site": "62749158efef318abc8d5a0f",
+        "data": {"Name": "Zaphod Beeblebrox", "Email": "zaphod@heartofgold.ai"},
+        "d": "2022-09-14T12:35:16.117Z",
+        "_id": "6321ca84df3949bfc6752327",
+    }
+    body = json.dumps(legacy).encode()
+    client = await make_client(webflow_config())
+    response = await client.post(URL, data=body, headers=sign(body))
+    assert response.status == 200
+    row = await db.fetchrow("SELECT name, email FROM crm.contacts")
+    assert dict(row) == {"name": "Zaphod Beeblebrox", "email": "zaphod@heartofgold.ai"}
+    again = await client.post(URL, data=body, headers=sign(body))
+    assert (await again.json())["status"] == "duplicate"

@@ -473,3 +473,19 @@ def test_options_are_refused_at_start_up():
 def test_a_field_mapping_must_name_a_form_field():
     with pytest.raises(ConfigError, match=r"sources\.zendesk\.fields\.email"):
         zendesk_config(fields={"email": " "})
+
+
+async def test_a_legacy_v1_webhook_delivery_is_acknowledged_not_refused_for_ever(make_client, db):
+    # Sunshine Conversations v1 webhooks carry `trigger` and `messages`, no `events` array.
+    client = await make_client(zendesk_config())
+    legacy = {
+        "trigger": "message:appUser",
+        "app": {"_id": "5698edbf2a43bd081be982f1"},
+        "messages": [{"type": "text", "text": "Hi", "role": "appUser", "name": "Steve"}],
+        "appUser": {"_id": "c7f6e6d6c3a637261bd9656f", "email": "steve@example.com"},
+        "version": "v1.1",
+    }
+    response = await deliver(client, legacy)
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "unsupported_webhook_version"}
+    assert "steve@example.com" not in await dump_database(db)
