@@ -51,6 +51,26 @@ async def test_crm_reader_cannot_read_the_private_tables(reader, table):
         await reader.fetch(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
 
 
+async def test_crm_reader_can_read_every_crm_view_and_no_relation_outside_crm(reader, db):
+    # Driven by the catalog, so a table added by a later migration is covered too.
+    relations = await db.fetch(
+        """
+        SELECT n.nspname AS schema, c.relname AS name FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'v', 'm', 'p', 'S') AND n.nspname IN ('ingest', 'public', 'crm')
+        """
+    )
+    outside = [r for r in relations if r["schema"] != "crm"]
+    assert {r["name"] for r in outside} >= {"contacts", "pending_chats", "audit_log", "suppressions"}
+    for r in relations:
+        query = f'SELECT * FROM "{r["schema"]}"."{r["name"]}" LIMIT 0'  # noqa: S608 - catalog names
+        if r["schema"] == "crm":
+            await reader.fetch(query)
+        else:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await reader.fetch(query)
+
+
 @pytest.mark.parametrize(
     "statement",
     [
