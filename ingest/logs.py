@@ -71,10 +71,24 @@ def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
-    # aiohttp's own access log would print client IPs: keep it off, and keep other
-    # libraries' messages (which may quote values) at warning and above, without args.
+    # aiohttp's own access log would print client IPs: keep it off. Other libraries'
+    # records (warning and above) become JSON lines naming the logger, the level and
+    # the exception type only: their messages and tracebacks quote raw requests
+    # (aiohttp's "Error handling request" carries the request line, headers, body).
     logging.getLogger("aiohttp.access").disabled = True
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s", force=True)
+    logging.basicConfig(level=logging.WARNING, handlers=[LibraryHandler()], force=True)
+
+
+class LibraryHandler(logging.Handler):
+    """Re-emit a library's log record without its message, arguments or traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One allow-listed JSON line: logger, level, exception type."""
+        # No handleError() fallback: it would print the record's message and arguments.
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["exc_type"] = record.exc_info[0].__name__
+        structlog.get_logger(record.name).log(record.levelno, "library_log", **fields)
 
 
 def where(exc: BaseException) -> str:

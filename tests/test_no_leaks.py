@@ -95,3 +95,40 @@ async def test_an_unexpected_error_is_a_500_that_reveals_nothing(aiohttp_client,
     assert "RuntimeError" in logged
     _assert_clean(logged)
     _assert_clean(await response.text())
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_request_the_http_parser_refuses_leaves_no_secret_or_value_in_the_logs(client, log_output):
+    # aiohttp's own "Error handling request" record carries a traceback quoting the raw
+    # request: the request line (query secrets, e-mails), the headers (tokens), the body.
+    port = client.server.port
+    answers = [
+        await _raw_exchange(
+            port,
+            b"GET /v1/subjects?email=canary.koskinen@example.fi&key=QUERY-SECRET-9 HTTP/1.1\r\n"
+            b"Host: x\r\nAuthorization: Bearer SECRET-TOKEN-123\x01\r\n\r\n",
+        ),
+        await _raw_exchange(
+            port,
+            b"POST /v1/forms/partner-forms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 5\r\nConnection: close\r\n\r\n"
+            + json.dumps(CANARY).encode()
+            + b"\r\nGET / HTTP/1.1\r\n\r\n",
+        ),
+    ]
+    assert all(answer.split(b" ", 2)[1].startswith(b"4") for answer in answers), answers
+    logged = log_output.getvalue()
+    assert "library_log" in logged or '"status": 4' in logged
+    for value in ("SECRET-TOKEN-123", "QUERY-SECRET-9", *CANARY_VALUES):
+        assert value not in logged
