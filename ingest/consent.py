@@ -48,7 +48,7 @@ def decide(
             purpose, words = raw.inline_consent_texts[consent_id]
             texts[consent_id] = consent_text(consent_id, purpose, words)
         else:
-            errors[f"consents.{consent_id[:100]}"] = ["Unknown consent id."]
+            errors["consents"] = ["Unknown consent id."]  # the id is theirs: not echoed
     decisions = []
     for consent_id, text in texts.items():
         granted = answer(raw.consents.get(consent_id))

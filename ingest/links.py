@@ -67,11 +67,17 @@ def verify_token(pepper: str, token: str, action: str, now: datetime) -> LinkCla
         parsed = LinkClaim(
             action=str(claim["a"]),
             email_hash=bytes.fromhex(claim["h"]),
-            consent_id=claim.get("c"),
+            consent_id=_optional_text(claim.get("c")),
             expires_at=expires_at,
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):  # OverflowError/OSError: fromtimestamp
         raise InvalidLink from None
     if parsed.action != action or parsed.expires_at <= now:
         raise InvalidLink
     return parsed
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("a consent id is text")

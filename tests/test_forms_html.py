@@ -205,3 +205,20 @@ async def test_a_cors_preflight_from_an_allowed_origin_is_answered(client):
     response = await client.options(URL, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
     assert response.status == 204
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+async def test_multipart_headers_that_would_take_the_mail_parser_seconds_are_refused_unparsed(client, db):
+    # 6,000 parameters on one part header cost email.policy.HTTP seconds of CPU
+    # (the event loop stalls for every client): refused before parsing. A hang guard,
+    # not a speed measurement.
+    import time
+
+    header = b'Content-Disposition: form-data; name="email"\r\nContent-Type: text/plain' + b"; p=1" * 6000
+    body = b"--a\r\n" + header + b"\r\n\r\nx@example.fi\r\n--a--\r\n"
+    started = time.monotonic()
+    response = await client.post(
+        URL, data=body, headers=JSON | {"Content-Type": "multipart/form-data; boundary=a"}
+    )
+    assert response.status == 400
+    assert await response.json() == {"error": "malformed_body"}
+    assert time.monotonic() - started < 2

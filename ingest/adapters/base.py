@@ -8,6 +8,7 @@ import email.policy
 import functools
 import hmac
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature, MalformedBody, UnsupportedMediaType, ValidationFailed
 
 MAX_FORM_FIELDS = 200
+MAX_MULTIPART_HEADER = 1024  # bytes of one part's header block (a browser's are ~100)
 _CACHED_HEADER_MAX = 200
 _CHARSETS = {
     "utf-8": "utf-8",
@@ -167,14 +169,33 @@ def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, 
         raise MalformedBody from None
 
 
+def _plain_form_data(body: bytes, content_type: str) -> bool:
+    """Cheap checks before the e-mail parser, which takes seconds on hostile headers.
+
+    A browser's form-data has short part headers and no nested multipart parts
+    (which we refuse anyway): anything else is refused unparsed.
+    """
+    if len(content_type) > MAX_MULTIPART_HEADER:
+        return False
+    boundary = media_type(content_type)[1].get("boundary", "").strip('"')
+    if not boundary or len(boundary) > 70 or not boundary.isascii():  # noqa: PLR2004 - RFC 2046
+        return False
+    # Each part's header block: after a boundary line, up to the blank line that ends it.
+    blocks = re.findall(
+        rb"(?:^|\n)--" + re.escape(boundary.encode("ascii")) + rb"[ \t]*\r?\n((?:[^\r\n]+\r?\n)*?)\r?\n",
+        body,
+    )
+    return all(len(block) <= MAX_MULTIPART_HEADER and b"multipart/" not in block.lower() for block in blocks)
+
+
 def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """Parse multipart/form-data text fields; file parts are refused."""
-    if "boundary=" not in content_type.lower():
+    if "boundary=" not in content_type.lower() or not _plain_form_data(body, content_type):
         raise MalformedBody
     parser = email.parser.BytesParser(policy=email.policy.HTTP)
     try:
         message = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    except (ValueError, UnicodeError, IndexError, TypeError):
+    except (ValueError, UnicodeError, IndexError, TypeError, RecursionError):
         raise MalformedBody from None
     if not message.is_multipart():
         raise MalformedBody
@@ -193,7 +214,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
         if not isinstance(name, str):
             raise MalformedBody
         if part.get_param("filename", header="content-disposition") is not None:
-            raise ValidationFailed({name[:100]: ["File uploads are not accepted."]})
+            raise ValidationFailed({"file": ["File uploads are not accepted."]})  # its name is not echoed
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             raise MalformedBody
@@ -208,6 +229,11 @@ def form_pairs(adapter: Adapter, request: InboundRequest) -> list[tuple[str, str
     if kind == "multipart/form-data":
         return parse_multipart(request.body, request.content_type)
     return parse_urlencoded(request.body, params)
+
+
+def text_bytes(value: str) -> bytes:
+    """UTF-8 of a header or query value, which may hold surrogates (undecodable bytes)."""
+    return value.encode("utf-8", "surrogatepass")
 
 
 def secret_matches(secrets: Sequence[str], compute: Callable[[bytes], bytes], given: bytes) -> bool:

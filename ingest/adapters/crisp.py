@@ -36,6 +36,7 @@ from ingest.adapters.base import (
     require,
     require_content_type,
     secret_matches,
+    text_bytes,
 )
 from ingest.adapters.mapping import as_dict, as_str, compact_json, delivery_id
 from ingest.config import Source
@@ -102,7 +103,7 @@ def verify_website(source: Source, request: InboundRequest) -> None:
     """Constant-time check of the secret query parameter against every configured secret."""
     given = request.query.get(source.options.get("key_parameter", "key"), "")
     require(bool(given))
-    require(secret_matches(source.secrets, lambda key: key, given.encode("utf-8")))
+    require(secret_matches(source.secrets, lambda key: key, text_bytes(given)))
 
 
 def verify_plugin(source: Source, request: InboundRequest) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from ingest.adapters.base import (
     require,
     require_content_type,
     secret_matches,
+    text_bytes,
 )
 from ingest.adapters.mapping import (
     Answer,
@@ -90,7 +91,7 @@ def verify(source: Source, body: dict[str, Any]) -> None:
     given = body.get("secret_key")
     if not isinstance(given, str) or not given:
         raise InvalidSignature
-    require(secret_matches(source.secrets, lambda key: key, given.encode("utf-8")))
+    require(secret_matches(source.secrets, lambda key: key, text_bytes(given)))
     expected = source.options.get("organization_id")
     if expected is not None:
         # v3.3+ sends organization_id; older versions an integer license_id.

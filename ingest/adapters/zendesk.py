@@ -36,6 +36,7 @@ from ingest.adapters.base import (
     require,
     require_content_type,
     secret_matches,
+    text_bytes,
 )
 from ingest.adapters.mapping import (
     Answer,
@@ -74,7 +75,7 @@ class ZendeskAdapter(BaseAdapter):
         require_content_type(self, request)
         given = request.headers.get("x-api-key", "")
         require(bool(given))
-        require(secret_matches(source.secrets, lambda key: key, given.encode("utf-8")))
+        require(secret_matches(source.secrets, lambda key: key, text_bytes(given)))
         body = parse_json_object(request.body)
         events = body.get("events")
         if "trigger" in body and "events" not in body:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from ingest import errors, rights
-from ingest.adapters.base import parse_json_object
+from ingest.adapters.base import parse_json_object, text_bytes
 from ingest.links import LinkClaim, verify_token
 from ingest.web.intake import read_body
 from ingest.web.keys import CONFIG, LOG_INFO, PEPPER, POOL
@@ -21,7 +21,7 @@ def authorize(request: web.Request, scope: str) -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthorized
-    digest = hashlib.sha256(token.strip().encode()).digest()
+    digest = hashlib.sha256(text_bytes(token.strip())).digest()
     matched = None
     for candidate in request.app[CONFIG].admin_tokens:
         # Every token is compared, so timing does not tell which one (if any) was close.

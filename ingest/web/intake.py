@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlencode
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ingest import errors
 from ingest.adapters import ADAPTERS
@@ -54,7 +55,7 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise errors.RequestTimeout from None
-    except (ConnectionResetError, ClientPayloadError, HttpProcessingError):
+    except (ConnectionResetError, ClientPayloadError, HttpProcessingError, RequestPayloadError):
         # The client went away mid-body, or sent a broken chunked/length framing.
         raise errors.MalformedBody from None
     return b"".join(chunks)

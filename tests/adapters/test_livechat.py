@@ -484,3 +484,13 @@ def test_a_wrong_secret_raises_invalid_signature_before_anything_is_read():
 def test_bad_options_are_refused_at_start_up(options):
     with pytest.raises(ConfigError, match=r"sources\.livechat\.options"):
         livechat_config(options=options)
+
+
+async def test_a_secret_key_with_a_lone_surrogate_escape_is_a_failed_authentication(make_client, db):
+    client = await make_client(livechat_config())
+    response = await client.post(
+        URL,
+        data=b'{"secret_key": "\\ud800", "action": "incoming_chat"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 401

@@ -489,3 +489,17 @@ async def test_a_legacy_v1_webhook_delivery_is_acknowledged_not_refused_for_ever
     assert response.status == 202
     assert await response.json() == {"status": "ignored", "reason": "unsupported_webhook_version"}
     assert "steve@example.com" not in await dump_database(db)
+
+
+def test_an_api_key_header_of_undecodable_bytes_is_a_failed_authentication():
+    from datetime import UTC, datetime
+
+    from ingest.adapters.zendesk import ADAPTER
+    from ingest.domain import InboundRequest
+    from ingest.errors import InvalidSignature
+
+    source = zendesk_config().sources["zendesk"]
+    # aiohttp hands undecodable header bytes over as surrogate escapes.
+    request = InboundRequest({"x-api-key": "\udcff"}, {}, b"{}", "application/json", datetime.now(UTC))
+    with pytest.raises(InvalidSignature):
+        ADAPTER.parse(source, request)
