@@ -135,6 +135,17 @@ async def test_an_unknown_charset_gets_415(client):
     assert response.status == 415
 
 
+@pytest.mark.parametrize("name", [b"Z%E9ta M%E4kinen", b"Z\xe9ta M\xe4kinen"])
+async def test_a_latin_1_form_is_read_in_latin_1_escaped_or_not(client, db, name):
+    response = await client.post(
+        URL,
+        data=b"email=a%40example.fi&name=" + name,
+        headers=JSON | {"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
+    )
+    assert response.status == 201
+    assert await db.fetchval("SELECT name FROM crm.contacts") == "Zéta Mäkinen"
+
+
 async def test_a_body_that_is_not_utf8_gets_400(client):
     response = await client.post(
         URL, data=b"email=\xff\xfe", headers=JSON | {"Content-Type": "application/x-www-form-urlencoded"}

@@ -147,23 +147,34 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_text(body: bytes, params: Mapping[str, str]) -> str:
-    """Decode a text body by its declared charset (UTF-8 when none)."""
+def _charset(params: Mapping[str, str]) -> str:
     charset = _CHARSETS.get(params.get("charset", "utf-8").strip().lower())
     if charset is None:
         raise UnsupportedMediaType
+    return charset
+
+
+def decode_text(body: bytes, params: Mapping[str, str]) -> str:
+    """Decode a text body by its declared charset (UTF-8 when none)."""
     try:
-        return body.decode(charset)
+        return body.decode(_charset(params))
     except UnicodeDecodeError:
         raise MalformedBody from None
 
 
 def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Parse application/x-www-form-urlencoded into ordered pairs."""
+    """Parse application/x-www-form-urlencoded into ordered pairs.
+
+    Percent-escapes stand for bytes in the declared charset too (`%E9` is é in latin-1).
+    """
     text = decode_text(body, params)
     try:
         return urllib.parse.parse_qsl(
-            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+            text,
+            keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+            encoding=_charset(params),
+            errors="strict",
         )
     except (ValueError, UnicodeDecodeError):
         raise MalformedBody from None
