@@ -17,7 +17,7 @@ import structlog
 
 from ingest import migrations, repository_subjects, rights, ropa
 from ingest.config import Config, load_config
-from ingest.errors import ConfigError, ValidationFailed
+from ingest.errors import ConfigError, Unavailable, ValidationFailed
 from ingest.links import make_token
 from ingest.logs import configure_logging
 from ingest.pseudonyms import email_key
@@ -315,6 +315,7 @@ COMMANDS = {
     "openapi": cmd_openapi,
 }
 NEEDS_NO_CONFIG = frozenset({"migrate", "crm-tail", "audit"})
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: the same command may succeed later
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,3 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationFailed as exc:
         print(f"invalid input: {json.dumps(exc.fields)}", file=sys.stderr)
         return 2
+    except Unavailable:
+        print("the database is unavailable: try again later", file=sys.stderr)
+        return EXIT_TEMPFAIL

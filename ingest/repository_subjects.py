@@ -42,7 +42,7 @@ async def find_contacts(conn: Conn, email: str | None, phone: str | None) -> lis
 
 
 async def lock_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> None:
-    """Row-lock contacts before the feed lock: the order writers take them in (no deadlock)."""
+    """Row-lock these contacts until COMMIT (in id order)."""
     await conn.execute(
         "SELECT 1 FROM ingest.contacts WHERE contact_id = ANY($1::uuid[]) ORDER BY contact_id FOR UPDATE",
         list(contact_ids),

@@ -6,10 +6,11 @@ Shared by the admin API (web/admin.py) and the command line (cli.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from marshmallow import ValidationError
@@ -21,6 +22,24 @@ from ingest.errors import InvalidLink, ValidationFailed
 from ingest.pseudonyms import email_key, phone_key
 from ingest.repository import lock_feed
 from ingest.service import with_retries
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _retried(right: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a right's whole transaction again on a transient failure; then Unavailable.
+
+    A blip, or a deadlock with a writer: retried. Past the retries: a 503 (admin API)
+    or the CLI's exit 75.
+    """
+
+    @functools.wraps(right)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await with_retries(lambda: right(*args, **kwargs))
+
+    return run
+
 
 EXPORT_FORMAT = "qualitydesk-ingest/subject-export/v1"
 PURGE_CHUNK = 100
@@ -67,6 +86,7 @@ def subject_from(config: Config, email: object = None, phone: object = None) -> 
     return Subject(email=values["email"], phone=values["phone"])
 
 
+@_retried
 async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, Any]:
     """Everything held on the person, as one JSON-ready document (Art. 15, 20)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -92,12 +112,9 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
     }
 
 
+@_retried
 async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Remove every copy of the person's data in one transaction (Art. 17)."""
-    return await with_retries(lambda: _erase(pool, subject, pepper, actor))
-
-
-async def _erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
         emails, phones = await sql.contact_identifiers(conn, subject.email, subject.phone, contact_ids)
@@ -109,21 +126,23 @@ async def _erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
     return report
 
 
+async def _lock_for_feed(conn: Any, contact_ids: list[Any]) -> None:
+    """Contacts' rows, then the feed lock: the order the writers take them in (no deadlock)."""
+    await sql.lock_contacts(conn, contact_ids)
+    await lock_feed(conn)
+
+
 async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
     if not contact_ids:
         return {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
-    await sql.lock_contacts(conn, contact_ids)
-    await lock_feed(conn)
+    await _lock_for_feed(conn, contact_ids)
     await sql.add_subject_events(conn, contact_ids, "erased")
     return await sql.erase_contacts(conn, contact_ids)
 
 
+@_retried
 async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Record a direct-marketing objection that outlives erasure (Art. 21)."""
-    return await with_retries(lambda: _opt_out(pool, subject, pepper, actor))
-
-
-async def _opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
         report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
@@ -140,8 +159,7 @@ async def _object(
     withdrawn = 0
     if contact_ids:
         digest = await sql.ensure_objection_text(conn)
-        await sql.lock_contacts(conn, contact_ids)
-        await lock_feed(conn)
+        await _lock_for_feed(conn, contact_ids)
         withdrawn = await sql.record_consent_for_contacts(
             conn,
             contact_ids,
@@ -155,6 +173,7 @@ async def _object(
     return {"contacts": len(contact_ids), "suppression_entries_added": new, "consent_withdrawals": withdrawn}
 
 
+@_retried
 async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes) -> dict[str, int]:
     """One-click unsubscribe from a signed link (RFC 8058): an objection by e-mail hash."""
     async with pool.acquire() as conn, conn.transaction():
@@ -164,6 +183,7 @@ async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes) -> dict[str, int]:
     return report
 
 
+@_retried
 async def confirm_opt_in(
     pool: asyncpg.Pool, config: Config, email_hash: bytes, consent_id: str
 ) -> dict[str, int]:
@@ -177,7 +197,7 @@ async def confirm_opt_in(
         # it and for the phone numbers of the same contacts.
         keys = {email_hash} | {key for key, _ in await sql.contact_keys(conn, contact_ids)}
         lifted = sum([await sql.remove_suppression(conn, key) for key in sorted(keys)])
-        await lock_feed(conn)
+        await _lock_for_feed(conn, contact_ids)
         granted = await sql.record_consent_for_contacts(
             conn,
             contact_ids,
@@ -196,6 +216,7 @@ async def confirm_opt_in(
     return report
 
 
+@_retried
 async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper: str, actor: str) -> int:
     """Log a request received outside the API, starting its one-month clock."""
     key = subject.keys(pepper)[0][0]

@@ -377,3 +377,29 @@ def test_the_record_of_processing_lists_purposes_bases_and_retention(config):
     assert "| direct_marketing | consent | 730 days |" in text
     assert "| website-contact | form | html | contact, customer_relationship |" in text
     assert "Art. 32" in text
+
+
+async def test_an_export_whose_connection_is_cut_mid_transaction_is_retried_not_a_500(client, db):
+    # Every right retries its whole transaction on a transient failure (this was a 500).
+    import asyncio
+
+    await _form(client, MAIJA)
+    async with db.transaction():
+        await db.execute("LOCK TABLE ingest.contacts IN ACCESS EXCLUSIVE MODE")
+        export = asyncio.ensure_future(
+            client.get("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
+        )
+        blocked = None
+        for _ in range(100):  # the export's backend, waiting inside its transaction for our lock
+            blocked = await db.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if blocked:
+                break
+            await asyncio.sleep(0.02)
+        assert blocked, "the export never reached the database"
+        await db.execute("SELECT pg_terminate_backend($1)", blocked)
+    response = await export
+    assert response.status == 200
+    assert (await response.json())["contacts"][0]["email"] == "maija@example.fi"

@@ -154,12 +154,16 @@ def _charset(params: Mapping[str, str]) -> str:
     return charset
 
 
-def decode_text(body: bytes, params: Mapping[str, str]) -> str:
-    """Decode a text body by its declared charset (UTF-8 when none)."""
+def _decode(body: bytes, charset: str) -> str:
     try:
-        return body.decode(_charset(params))
+        return body.decode(charset)
     except UnicodeDecodeError:
         raise MalformedBody from None
+
+
+def decode_text(body: bytes, params: Mapping[str, str]) -> str:
+    """Decode a text body by its declared charset (UTF-8 when none)."""
+    return _decode(body, _charset(params))
 
 
 def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -167,14 +171,11 @@ def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, 
 
     Percent-escapes stand for bytes in the declared charset too (`%E9` is é in latin-1).
     """
-    text = decode_text(body, params)
+    charset = _charset(params)
+    text = _decode(body, charset)
     try:
         return urllib.parse.parse_qsl(
-            text,
-            keep_blank_values=True,
-            max_num_fields=MAX_FORM_FIELDS,
-            encoding=_charset(params),
-            errors="strict",
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, encoding=charset, errors="strict"
         )
     except (ValueError, UnicodeDecodeError):
         raise MalformedBody from None
@@ -201,7 +202,7 @@ def _plain_form_data(body: bytes, content_type: str) -> bool:
 
 def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """Parse multipart/form-data text fields; file parts are refused."""
-    if "boundary=" not in content_type.lower() or not _plain_form_data(body, content_type):
+    if not _plain_form_data(body, content_type):  # also: no boundary, no parse
         raise MalformedBody
     parser = email.parser.BytesParser(policy=email.policy.HTTP)
     try:
