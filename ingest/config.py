@@ -66,6 +66,9 @@ class Source:
     min_fill_seconds: float = 0.0
     options: Mapping[str, Any] = field(default_factory=dict)
     max_body_bytes: int | None = None  # None: the format's default, else [limits] max_body_bytes
+    # Deliveries are signed or carry a shared secret (every format but html): only such a
+    # source may change a known contact's name or phone (see ingest/store/submissions.py).
+    authenticated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +343,7 @@ def _source(
         min_fill_seconds=float(item.get("min_fill_seconds", (int, float), 0)),
         options=item.get("options", dict, {}),
         max_body_bytes=_body_limit(item),
+        authenticated=adapter.needs_secret,
     )
     item.reject_unknown()
     adapter.check_source(source, item.key)

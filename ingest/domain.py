@@ -96,6 +96,8 @@ class Envelope:
     received_at: datetime
     # Wording that arrived with the payload (not in config), stored once on first use.
     new_texts: tuple[ConsentText, ...] = ()
+    # From a source that authenticates its deliveries: may update a known contact.
+    authenticated: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
 
-from ingest import repository
-from ingest import repository_batch as batch_sql
 from ingest.domain import Envelope, Outcome
 from ingest.errors import Unavailable
-from ingest.pseudonyms import email_key, phone_key
-from ingest.service import with_retries, write_envelope
+from ingest.service import with_retries
+from ingest.store.submissions import write_submissions
 
 log = structlog.get_logger("ingest.group_commit")
 
@@ -32,145 +28,6 @@ log = structlog.get_logger("ingest.group_commit")
 class _Pending:
     envelope: Envelope
     future: asyncio.Future[Outcome]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """The batch after de-duplication: which items are new, which repeat an earlier one."""
-
-    ids: list[uuid.UUID]
-    repeats: dict[int, int] = field(default_factory=dict)  # index -> index of its first occurrence
-    firsts: list[int] = field(default_factory=list)
-
-
-async def write_batch(conn: repository.Conn, envelopes: list[Envelope], pepper: str) -> list[Outcome]:
-    """All statements of a batch inside the caller's transaction; outcomes in batch order."""
-    plan = _plan(envelopes)
-    outcomes: list[Outcome | None] = [None] * len(envelopes)
-    keyed = [i for i in plan.firsts if envelopes[i].delivery_id is not None]
-    seen = await batch_sql.claim_deliveries(
-        conn,
-        [envelopes[i].source for i in keyed],
-        [envelopes[i].delivery_id or "" for i in keyed],
-        [plan.ids[i] for i in keyed],
-    )
-    new = []
-    for i in plan.firsts:
-        env = envelopes[i]
-        earlier = seen.get((env.source, env.delivery_id or "")) if env.delivery_id else None
-        if earlier is not None:
-            outcomes[i] = Outcome("duplicate", submission_id=earlier)
-        else:
-            new.append(i)
-    if new:
-        contacts = await _upsert_contacts(conn, [envelopes[i] for i in new], pepper)
-        await _insert_rows(conn, envelopes, new, plan.ids, contacts)  # takes the feed lock
-        for i in new:
-            outcomes[i] = Outcome("created", submission_id=plan.ids[i])
-    for i, first in plan.repeats.items():
-        first_outcome = outcomes[first]
-        assert first_outcome is not None  # noqa: S101 - firsts are all decided above
-        outcomes[i] = Outcome("duplicate", submission_id=first_outcome.submission_id)
-    return [o for o in outcomes if o is not None]
-
-
-def _plan(envelopes: list[Envelope]) -> _Plan:
-    plan = _Plan(ids=[uuid.uuid4() for _ in envelopes])
-    first_of: dict[tuple[str, str], int] = {}
-    for i, env in enumerate(envelopes):
-        if env.delivery_id is not None:
-            key = (env.source, env.delivery_id)
-            if key in first_of:
-                plan.repeats[i] = first_of[key]
-                continue
-            first_of[key] = i
-        plan.firsts.append(i)
-    return plan
-
-
-def _contact_key(env: Envelope) -> str:
-    data = env.submission
-    return f"e:{data.email.lower()}" if data.email else f"p:{data.phone}"
-
-
-async def _upsert_contacts(
-    conn: repository.Conn, envelopes: list[Envelope], pepper: str
-) -> dict[str, uuid.UUID]:
-    """One row per person in the batch (later values win), upserted in two statements."""
-    merged: dict[str, Envelope] = {}  # contact key -> its first envelope in the batch
-    names: dict[str, str | None] = {}
-    phones: dict[str, str | None] = {}
-    seen: dict[str, datetime] = {}
-    for env in envelopes:
-        key = _contact_key(env)
-        merged.setdefault(key, env)  # the first spelling of the address is kept, as one by one
-        seen[key] = max(seen.get(key, env.received_at), env.received_at)
-        names[key] = env.submission.name or names.get(key)
-        phones[key] = env.submission.phone or phones.get(key)
-    by_email = [k for k in merged if k.startswith("e:")]
-    by_phone = [k for k in merged if k.startswith("p:")]
-    ids: dict[str, uuid.UUID] = {}
-    if by_email:
-        found = await batch_sql.upsert_contacts_by_email(
-            conn,
-            [names[k] for k in by_email],
-            [merged[k].submission.email or "" for k in by_email],
-            [phones[k] for k in by_email],
-            [email_key(pepper, k[2:]) for k in by_email],
-            [phone_key(pepper, p) if (p := phones[k]) else None for k in by_email],
-            [seen[k] for k in by_email],
-        )
-        ids.update({f"e:{key}": contact_id for key, contact_id in found.items()})
-    if by_phone:
-        found = await batch_sql.upsert_contacts_by_phone(
-            conn,
-            [names[k] for k in by_phone],
-            [k[2:] for k in by_phone],
-            [phone_key(pepper, k[2:]) for k in by_phone],
-            [seen[k] for k in by_phone],
-        )
-        ids.update({f"p:{phone}": contact_id for phone, contact_id in found.items()})
-    return ids
-
-
-async def _insert_rows(
-    conn: repository.Conn,
-    envelopes: list[Envelope],
-    new: list[int],
-    ids: list[uuid.UUID],
-    contacts: dict[str, uuid.UUID],
-) -> None:
-    rows = [(ids[i], contacts[_contact_key(envelopes[i])], envelopes[i]) for i in new]
-    texts = {t.consent_id: t for _, _, env in rows for t in env.new_texts}
-    if texts:  # before the events that refer to them
-        await repository.ensure_consent_texts(conn, list(texts.values()))
-    purposes = [(sid, p) for sid, _, env in rows for p in env.purposes]
-    events = [(sid, cid, env, d) for sid, cid, env in rows for d in env.consents]
-    await batch_sql.insert_rows(
-        conn,
-        batch_sql.BatchRows(
-            submission_ids=[sid for sid, _, _ in rows],
-            contact_ids=[cid for _, cid, _ in rows],
-            sources=[env.source for _, _, env in rows],
-            channels=[env.channel for _, _, env in rows],
-            messages=[env.submission.message for _, _, env in rows],
-            notice_versions=[env.notice_version for _, _, env in rows],
-            received=[env.received_at for _, _, env in rows],
-            purpose_submission_ids=[sid for sid, _ in purposes],
-            purposes=[p.purpose for _, p in purposes],
-            bases=[p.lawful_basis for _, p in purposes],
-            days=[p.retention_days for _, p in purposes],
-            event_contact_ids=[cid for _, cid, _, _ in events],
-            event_submission_ids=[sid for sid, _, _, _ in events],
-            event_consent_ids=[d.consent.consent_id for _, _, _, d in events],
-            event_purposes=[d.consent.purpose for _, _, _, d in events],
-            event_granted=[d.granted for _, _, _, d in events],
-            event_text_hashes=[d.consent.text_sha256 for _, _, _, d in events],
-            event_sources=[env.source for _, _, env, _ in events],
-            event_notice_versions=[env.notice_version for _, _, env, _ in events],
-            event_recorded=[env.received_at for _, _, env, _ in events],
-        ),
-    )
 
 
 class GroupCommitWriter:
@@ -269,9 +126,7 @@ class GroupCommitWriter:
         conn = await self.pool.acquire()
         try:
             async with conn.transaction():
-                if len(envelopes) == 1:
-                    return [await write_envelope(conn, envelopes[0], uuid.uuid4(), self.pepper)]
-                return await write_batch(conn, envelopes, self.pepper)
+                return await write_submissions(conn, envelopes, self.pepper)
         finally:
             self._release(conn)
 

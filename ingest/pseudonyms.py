@@ -1,9 +1,23 @@
-"""Keyed hashes of normalised e-mail and phone, so a suppression outlives erasure."""
+"""One canonical e-mail key, and keyed hashes of e-mail and phone so a suppression outlives erasure."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
+
+
+def canonical_email(email: str) -> str:
+    """The one key of an e-mail address: NFKC, Unicode case folding, NFKC again.
+
+    Decided once, in Python, and used for de-duplication, export, erasure and
+    suppression alike: `ΣΑΣ@example.gr` and `σας@example.gr` are one person, and so
+    are `ÄIJÄ@` and `äijä@` on a database whose LC_CTYPE is C, and an address written
+    with compatibility characters (fullwidth letters) is the address it stands for.
+    Folding merges a few addresses a mail server might keep apart (`Straße@` and
+    `strasse@`): for a person's rights, one key per way of writing is the safe side.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).casefold())
 
 
 def keyed_hash(pepper: str, kind: str, value: str) -> bytes:
@@ -12,10 +26,26 @@ def keyed_hash(pepper: str, kind: str, value: str) -> bytes:
 
 
 def email_key(pepper: str, email: str) -> bytes:
-    """The suppression key of a normalised e-mail (case-insensitive, like de-duplication)."""
-    return keyed_hash(pepper, "email", email.lower())
+    """The suppression key of an e-mail address (of its canonical key)."""
+    return keyed_hash(pepper, "email", canonical_email(email))
+
+
+def legacy_email_key(pepper: str, email: str) -> bytes | None:
+    """The key objections recorded before migration 005 carry (`str.lower()`), if it differs."""
+    old = keyed_hash(pepper, "email", email.lower())
+    return None if old == email_key(pepper, email) else old
 
 
 def phone_key(pepper: str, phone: str) -> bytes:
     """The suppression key of an E.164 phone number."""
     return keyed_hash(pepper, "phone", phone)
+
+
+def delivery_digest(pepper: str, source: str, delivery_id: str) -> str:
+    """What is stored of a provider's delivery or session id: a keyed digest, `k1:<hex>`.
+
+    Crisp session ids, LiveChat chat ids and the like map back to the person at the
+    provider; after an erasure only this digest remains, which nobody can map back
+    without the pepper, and a redelivery still finds its first submission.
+    """
+    return "k1:" + keyed_hash(pepper, "delivery", f"{source}\x00{delivery_id}").hex()

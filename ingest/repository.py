@@ -1,4 +1,4 @@
-"""Every SQL statement of the write path: literal, parameterised, one small function each."""
+"""SQL of the chat pending store, consent texts and the feed lock (the write path is store/submissions.py)."""
 
 from __future__ import annotations
 
@@ -10,110 +10,10 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ingest.domain import ConsentDecision, ConsentText, PurposeRecord
+from ingest.domain import ConsentText
 
 # Statements run on a plain connection or one borrowed from the pool.
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
-
-
-async def claim_delivery(
-    conn: Conn, source: str, delivery_id: str, submission_id: uuid.UUID
-) -> uuid.UUID | None:
-    """Record the delivery id; return the first submission's id if it was seen before.
-
-    A concurrent transaction holding the same key makes this wait until it
-    finishes: then ON CONFLICT sees its row, so a race resolves to one submission.
-    """
-    inserted = await conn.fetchval(
-        """
-        INSERT INTO ingest.deliveries (source, delivery_id, submission_id)
-        VALUES ($1, $2, $3)
-        ON CONFLICT (source, delivery_id) DO NOTHING
-        RETURNING submission_id
-        """,
-        source,
-        delivery_id,
-        submission_id,
-    )
-    if inserted is not None:
-        return None
-    first: uuid.UUID = await conn.fetchval(
-        "SELECT submission_id FROM ingest.deliveries WHERE source = $1 AND delivery_id = $2",
-        source,
-        delivery_id,
-    )
-    return first
-
-
-async def upsert_contact_by_email(
-    conn: Conn,
-    name: str | None,
-    email: str,
-    phone: str | None,
-    email_hash: bytes,
-    phone_hash: bytes | None,
-    seen_at: datetime,
-) -> uuid.UUID:
-    """Find or create the contact with this e-mail; newer name/phone win, absent ones keep."""
-    contact_id: uuid.UUID = await conn.fetchval(
-        """
-        INSERT INTO ingest.contacts AS c
-               (name, email, phone, email_hash, phone_hash, first_seen_at, last_seen_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $6)
-        ON CONFLICT (lower(email)) WHERE email IS NOT NULL DO UPDATE
-           SET name = COALESCE(EXCLUDED.name, c.name),
-               phone = COALESCE(EXCLUDED.phone, c.phone),
-               phone_hash = COALESCE(EXCLUDED.phone_hash, c.phone_hash),
-               last_seen_at = GREATEST(c.last_seen_at, EXCLUDED.last_seen_at)
-        RETURNING contact_id
-        """,
-        name,
-        email,
-        phone,
-        email_hash,
-        phone_hash,
-        seen_at,
-    )
-    return contact_id
-
-
-async def upsert_contact_by_phone(
-    conn: Conn,
-    name: str | None,
-    phone: str,
-    phone_hash: bytes,
-    seen_at: datetime,
-) -> uuid.UUID:
-    """Find the most recent contact with this phone, else create a phone-only contact."""
-    existing: uuid.UUID | None = await conn.fetchval(
-        """
-        UPDATE ingest.contacts
-           SET name = COALESCE($2, name), last_seen_at = GREATEST(last_seen_at, $3)
-         WHERE contact_id = (SELECT contact_id FROM ingest.contacts WHERE phone = $1
-                              ORDER BY last_seen_at DESC LIMIT 1)
-        RETURNING contact_id
-        """,
-        phone,
-        name,
-        seen_at,
-    )
-    if existing is not None:
-        return existing
-    contact_id: uuid.UUID = await conn.fetchval(
-        """
-        INSERT INTO ingest.contacts AS c (name, phone, phone_hash, first_seen_at, last_seen_at)
-        VALUES ($1, $2, $3, $4, $4)
-        ON CONFLICT (phone) WHERE email IS NULL DO UPDATE
-           SET name = COALESCE(EXCLUDED.name, c.name),
-               last_seen_at = GREATEST(c.last_seen_at, EXCLUDED.last_seen_at)
-        RETURNING contact_id
-        """,
-        name,
-        phone,
-        phone_hash,
-        seen_at,
-    )
-    return contact_id
 
 
 # pg_advisory_xact_lock key serialising the tail of writers to the crm feeds ("crmfeed").
@@ -123,48 +23,6 @@ FEED_LOCK_KEY = 0x63726D66656564
 async def lock_feed(conn: Conn) -> None:
     """Hold the feed lock until COMMIT, so feed sequence numbers become visible in order."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
-
-
-async def insert_submission(
-    conn: Conn,
-    submission_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    source: str,
-    channel: str,
-    message: str | None,
-    notice_version: str,
-    received_at: datetime,
-) -> None:
-    """Insert the submission row."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.submissions
-               (submission_id, contact_id, source, channel, message, notice_version, received_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        """,
-        submission_id,
-        contact_id,
-        source,
-        channel,
-        message,
-        notice_version,
-        received_at,
-    )
-
-
-async def insert_purposes(conn: Conn, submission_id: uuid.UUID, purposes: Sequence[PurposeRecord]) -> None:
-    """Record each purpose with its lawful basis and retention."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.submission_purposes (submission_id, purpose, lawful_basis, retention_days)
-        SELECT $1, p.purpose, p.basis, p.days
-          FROM unnest($2::text[], $3::text[], $4::int[]) AS p(purpose, basis, days)
-        """,
-        submission_id,
-        [p.purpose for p in purposes],
-        [p.lawful_basis for p in purposes],
-        [p.retention_days for p in purposes],
-    )
 
 
 async def ensure_consent_texts(conn: Conn, texts: Sequence[ConsentText]) -> list[str]:
@@ -189,43 +47,6 @@ async def ensure_consent_texts(conn: Conn, texts: Sequence[ConsentText]) -> list
         [t.text_sha256 for t in texts],
     )
     return [row["consent_id"] for row in rows]
-
-
-async def insert_consent_events(
-    conn: Conn,
-    contact_id: uuid.UUID,
-    submission_id: uuid.UUID | None,
-    decisions: Sequence[ConsentDecision],
-    source: str,
-    notice_version: str | None,
-    recorded_at: datetime,
-) -> None:
-    """Append one consent event per decision."""
-    await conn.execute(
-        """
-        INSERT INTO ingest.consent_events
-               (contact_id, submission_id, consent_id, purpose, granted, text_sha256,
-                source, notice_version, recorded_at)
-        SELECT $1, $2, d.consent_id, d.purpose, d.granted, d.sha, $6, $7, $8
-          FROM unnest($3::text[], $4::text[], $5::bool[], $9::text[])
-               WITH ORDINALITY AS d(consent_id, purpose, granted, sha, n)
-         ORDER BY d.n
-        """,
-        contact_id,
-        submission_id,
-        [d.consent.consent_id for d in decisions],
-        [d.consent.purpose for d in decisions],
-        [d.granted for d in decisions],
-        source,
-        notice_version,
-        recorded_at,
-        [d.consent.text_sha256 for d in decisions],
-    )
-
-
-async def notify_submission(conn: Conn, submission_id: uuid.UUID) -> None:
-    """Queue the crm_submission notification; PostgreSQL delivers it at COMMIT."""
-    await conn.execute("SELECT pg_notify('crm_submission', $1)", str(submission_id))
 
 
 async def ping(conn: Conn) -> bool:
@@ -301,9 +122,14 @@ async def update_contact_of_submission(
     phone_hash: bytes | None,
     seen_at: datetime,
 ) -> None:
-    """Fill in a name or phone that arrived after a chat became a submission."""
+    """Fill in a name or phone that arrived after a chat became a submission (chats are authenticated)."""
     await conn.execute(
         """
+        WITH own AS (
+            UPDATE ingest.submissions
+               SET name = COALESCE($2, name), phone = COALESCE(phone, $3)
+             WHERE submission_id = $1
+        )
         UPDATE ingest.contacts c
            SET name = COALESCE($2, c.name),
                phone = COALESCE(c.phone, $3),

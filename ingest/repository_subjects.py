@@ -16,29 +16,85 @@ OBJECTION_CONSENT_ID = "objection-direct-marketing"
 OBJECTION_TEXT = "The person objected to direct marketing (GDPR Art. 21(2)); consent withdrawn."
 
 
-async def find_contacts(conn: Conn, email: str | None, phone: str | None) -> list[uuid.UUID]:
-    """Contacts with this e-mail (case-insensitively) or this phone, and the same person's others.
+async def find_contacts(conn: Conn, email_key: str | None, phone: str | None) -> list[uuid.UUID]:
+    """The contacts a request names: keyed by this canonical e-mail key, or known only by this phone.
 
-    Contacts are keyed by e-mail, else phone: a phone-only contact with the phone of
-    a contact found by e-mail is the same person (a chat that gave only the phone).
-    Contacts with another e-mail are other people, even when they share the phone.
+    Nothing is reached through a second identifier: a phone stored next to an e-mail
+    (or an e-mail next to a phone) may have been typed by anybody, so it never hands
+    over or erases another contact (`review_notes` tells the privacy officer about them).
     """
     rows = await conn.fetch(
         """
-        WITH named AS (
-            SELECT contact_id, phone FROM ingest.contacts
-             WHERE ($1::text IS NOT NULL AND lower(email) = lower($1))
-                OR ($2::text IS NOT NULL AND phone = $2)
-        )
         SELECT contact_id FROM ingest.contacts
-         WHERE contact_id IN (SELECT contact_id FROM named)
-            OR (email IS NULL AND phone IN (SELECT phone FROM named WHERE phone IS NOT NULL))
+         WHERE ($1::text IS NOT NULL AND email_key = $1)
+            OR ($2::text IS NOT NULL AND email IS NULL AND phone = $2)
          ORDER BY first_seen_at
         """,
-        email,
+        email_key,
         phone,
     )
     return [row["contact_id"] for row in rows]
+
+
+async def review_notes(
+    conn: Conn, phone: str | None, contact_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """What a request by these identifiers did not include, for the privacy officer to verify first."""
+    row = await conn.fetchrow(
+        """
+        WITH phones AS (
+            SELECT phone FROM ingest.contacts WHERE contact_id = ANY($1::uuid[]) AND phone IS NOT NULL
+            UNION
+            SELECT phone FROM ingest.submissions WHERE contact_id = ANY($1::uuid[]) AND phone IS NOT NULL
+        )
+        SELECT (SELECT count(*) FROM ingest.contacts c
+                 WHERE c.email IS NULL AND c.phone IN (SELECT phone FROM phones)
+                   AND c.contact_id <> ALL($1::uuid[])) AS phone_only,
+               (SELECT count(DISTINCT c.contact_id) FROM ingest.contacts c
+                 WHERE $2::text IS NOT NULL AND c.email IS NOT NULL AND c.contact_id <> ALL($1::uuid[])
+                   AND (c.phone = $2 OR EXISTS (SELECT 1 FROM ingest.submissions s
+                                                 WHERE s.contact_id = c.contact_id AND s.phone = $2)))
+               AS other_email
+        """,
+        list(contact_ids),
+        phone,
+    )
+    notes = []
+    if row is not None and row["phone_only"]:
+        notes.append(
+            {
+                "note": "a phone number on these contacts is also the only identifier of other contacts; "
+                "not included: add --phone once the person has shown they hold that number",
+                "contacts": int(row["phone_only"]),
+            }
+        )
+    if row is not None and row["other_email"]:
+        notes.append(
+            {
+                "note": "this phone number also appears on contacts with another e-mail address; "
+                "not included: they are reached by that address",
+                "contacts": int(row["other_email"]),
+            }
+        )
+    return notes
+
+
+async def remove_phone_values(conn: Conn, phone: str, contact_ids: Sequence[uuid.UUID]) -> int:
+    """Erase a phone number where it stands beside another person's e-mail; return how many values."""
+    contacts: str = await conn.execute(
+        """
+        UPDATE ingest.contacts SET phone = NULL, phone_hash = NULL
+         WHERE phone = $1 AND email IS NOT NULL AND contact_id <> ALL($2::uuid[])
+        """,
+        phone,
+        list(contact_ids),
+    )
+    submissions: str = await conn.execute(
+        "UPDATE ingest.submissions SET phone = NULL WHERE phone = $1 AND contact_id <> ALL($2::uuid[])",
+        phone,
+        list(contact_ids),
+    )
+    return _count(contacts) + _count(submissions)
 
 
 async def lock_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> None:
@@ -47,25 +103,6 @@ async def lock_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> None:
         "SELECT 1 FROM ingest.contacts WHERE contact_id = ANY($1::uuid[]) ORDER BY contact_id FOR UPDATE",
         list(contact_ids),
     )
-
-
-async def contact_identifiers(
-    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
-) -> tuple[list[str], list[str]]:
-    """The e-mails (lower-cased) and phones of the request and of these contacts."""
-    row = await conn.fetchrow(
-        """
-        SELECT array_remove(array_agg(DISTINCT lower(email)) || lower($2::text), NULL) AS emails,
-               array_remove(array_agg(DISTINCT phone) || $3::text, NULL) AS phones
-          FROM ingest.contacts WHERE contact_id = ANY($1::uuid[])
-        """,
-        list(contact_ids),
-        email,
-        phone,
-    )
-    if row is None:  # pragma: no cover - an aggregate always returns one row
-        return [], []
-    return list(row["emails"] or []), list(row["phones"] or [])
 
 
 async def contacts_by_email_hash(conn: Conn, email_hash: bytes) -> list[uuid.UUID]:
@@ -85,6 +122,7 @@ async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[
             'submissions', coalesce((
                 SELECT jsonb_agg(jsonb_build_object(
                     'submission_id', s.submission_id, 'source', s.source, 'channel', s.channel,
+                    'name', s.name, 'email', s.email, 'phone', s.phone,
                     'message', s.message, 'received_at', s.received_at,
                     'notice_version', s.notice_version,
                     'purposes', (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -112,15 +150,20 @@ async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[
     return result
 
 
-async def pending_chats_of(conn: Conn, emails: Sequence[str], phones: Sequence[str]) -> list[dict[str, Any]]:
-    """Chat pieces still waiting for contact details that mention one of these e-mails or phones."""
+async def pending_chats_of(
+    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """Chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
     rows = await conn.fetch(
         """
         SELECT source, fields::text AS fields, created_at, expires_at FROM ingest.pending_chats
-         WHERE lower(fields->>'email') = ANY($1::text[]) OR fields->>'phone' = ANY($2::text[])
+         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
+            OR submission_id IN (SELECT submission_id FROM ingest.submissions
+                                  WHERE contact_id = ANY($3::uuid[]))
         """,
-        list(emails),
-        list(phones),
+        email,
+        phone,
+        list(contact_ids),
     )
     return [
         {
@@ -134,19 +177,18 @@ async def pending_chats_of(conn: Conn, emails: Sequence[str], phones: Sequence[s
 
 
 async def delete_pending_chats_of(
-    conn: Conn, emails: Sequence[str], phones: Sequence[str], contact_ids: Sequence[uuid.UUID]
+    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
 ) -> int:
-    """Remove pending chat pieces naming these e-mails or phones, or tied to these contacts' chats."""
+    """Remove pending chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
     result: str = await conn.execute(
         """
         DELETE FROM ingest.pending_chats
-         WHERE lower(fields->>'email') = ANY($1::text[])
-            OR fields->>'phone' = ANY($2::text[])
+         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
             OR submission_id IN (SELECT submission_id FROM ingest.submissions
                                   WHERE contact_id = ANY($3::uuid[]))
         """,
-        list(emails),
-        list(phones),
+        email,
+        phone,
         list(contact_ids),
     )
     return _count(result)

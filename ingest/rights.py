@@ -19,7 +19,7 @@ from ingest import normalise
 from ingest import repository_subjects as sql
 from ingest.config import Config
 from ingest.errors import InvalidLink, ValidationFailed
-from ingest.pseudonyms import email_key, phone_key
+from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
 from ingest.repository import lock_feed
 from ingest.service import with_retries
 
@@ -53,11 +53,18 @@ class Subject:
     email: str | None
     phone: str | None
 
+    @property
+    def email_key(self) -> str | None:
+        """The canonical key the e-mail is matched by."""
+        return canonical_email(self.email) if self.email else None
+
     def keys(self, pepper: str) -> list[tuple[bytes, str]]:
-        """The suppression keys of the identifiers given."""
+        """The suppression keys of the identifiers given (and an older spelling's, where it differs)."""
         keys = []
         if self.email:
             keys.append((email_key(pepper, self.email), "email"))
+            if (legacy := legacy_email_key(pepper, self.email)) is not None:
+                keys.append((legacy, "email"))
         if self.phone:
             keys.append((phone_key(pepper, self.phone), "phone"))
         return keys
@@ -90,10 +97,10 @@ def subject_from(config: Config, email: object = None, phone: object = None) -> 
 async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, Any]:
     """Everything held on the person, as one JSON-ready document (Art. 15, 20)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
         contacts = await sql.export_contacts(conn, contact_ids)
-        emails, phones = await sql.contact_identifiers(conn, subject.email, subject.phone, contact_ids)
-        pending = await sql.pending_chats_of(conn, emails, phones)
+        pending = await sql.pending_chats_of(conn, subject.email, subject.phone, contact_ids)
+        review = await sql.review_notes(conn, subject.phone, contact_ids)
         keys = subject.keys(pepper)
         for contact_id in contact_ids:
             keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
@@ -109,6 +116,8 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
         "pending_chats": pending,
         "marketing_suppressed": any(k in suppressed for k, _ in keys),
         "notice_versions": notice_versions,
+        # For the privacy officer, not the person: what was left out and why (docs/privacy.md).
+        "review": review,
     }
 
 
@@ -116,11 +125,14 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
 async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Remove every copy of the person's data in one transaction (Art. 17)."""
     async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
-        emails, phones = await sql.contact_identifiers(conn, subject.email, subject.phone, contact_ids)
-        pending = await sql.delete_pending_chats_of(conn, emails, phones, contact_ids)
+        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
+        pending = await sql.delete_pending_chats_of(conn, subject.email, subject.phone, contact_ids)
+        # The number itself, where it stands beside somebody else's e-mail, is the holder's data.
+        # (Before the feed lock: writers lock contacts first, then the feed.)
+        phone_values = await sql.remove_phone_values(conn, subject.phone, contact_ids) if subject.phone else 0
         report = await _erase_contacts(conn, contact_ids)
         report["pending_chats"] = pending
+        report["phone_values_removed"] = phone_values
         await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)], actor)
         await sql.audit(conn, actor, "erase", report)
     return report
@@ -144,7 +156,7 @@ async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
 async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Record a direct-marketing objection that outlives erasure (Art. 21)."""
     async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.find_contacts(conn, subject.email, subject.phone)
+        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
         report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
         await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)], actor)
         await sql.audit(conn, actor, "opt-out", report)

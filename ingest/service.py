@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
@@ -17,8 +16,9 @@ from ingest import consent, repository
 from ingest.config import Config, Source
 from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.errors import Unavailable, ValidationFailed
-from ingest.pseudonyms import email_key, phone_key
+from ingest.pseudonyms import delivery_digest, phone_key
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema, load_submission
+from ingest.store.submissions import write_submissions
 
 T = TypeVar("T")
 
@@ -116,6 +116,7 @@ class IngestService:
             consents=decisions,
             received_at=received_at,
             new_texts=tuple(d.consent for d in decisions if d.consent.consent_id not in self.config.consents),
+            authenticated=source.authenticated,
         )
 
     def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:
@@ -144,9 +145,9 @@ class IngestService:
         return await with_retries(lambda: self._commit_once(envelope))
 
     async def _commit_once(self, envelope: Envelope) -> Outcome:
-        submission_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
-            return await write_envelope(conn, envelope, submission_id, self.pepper)
+            [outcome] = await write_submissions(conn, [envelope], self.pepper)
+            return outcome
 
     async def _accept_piece(
         self, source: Source, raw: RawSubmission, piece: Submission, received_at: datetime
@@ -154,12 +155,14 @@ class IngestService:
         """Merge one piece of a chat session; commit once an e-mail or phone is known."""
         assert raw.session_key is not None  # noqa: S101 - accept() routes only session pieces here
         ttl = timedelta(hours=self.config.limits.pending_chat_ttl_hours)
+        session = delivery_digest(self.pepper, source.name, raw.session_key)  # never the provider's id
         async with self.pool.acquire() as conn, conn.transaction():
             if raw.delivery_id is not None:
-                first = await repository.find_delivery(conn, source.name, raw.delivery_id)
+                digest = delivery_digest(self.pepper, source.name, raw.delivery_id)
+                first = await repository.find_delivery(conn, source.name, digest)
                 if first is not None:
                     return Outcome("duplicate", submission_id=first)
-            row = await repository.lock_pending_chat(conn, source.name, raw.session_key, received_at + ttl)
+            row = await repository.lock_pending_chat(conn, source.name, session, received_at + ttl)
             if row["submission_id"] is not None:
                 # Already a submission: a later piece only fills in what is missing.
                 if piece.message:
@@ -179,16 +182,12 @@ class IngestService:
             consents = {**stored.get(PENDING_CONSENTS_KEY, {}), **raw.consents}
             if merged.email is None and merged.phone is None:
                 pending = asdict(merged) | {PENDING_CONSENTS_KEY: consents}
-                await repository.save_pending_chat(
-                    conn, source.name, raw.session_key, json.dumps(pending), None
-                )
+                await repository.save_pending_chat(conn, source.name, session, json.dumps(pending), None)
                 return Outcome("ignored", reason="awaiting_contact_details")
             envelope = self.envelope(source, replace(raw, consents=consents), merged, received_at)
-            outcome = await write_envelope(conn, envelope, uuid.uuid4(), self.pepper)
+            [outcome] = await write_submissions(conn, [envelope], self.pepper)
             # Keep only the link: the personal pieces now live in the submission.
-            await repository.save_pending_chat(
-                conn, source.name, raw.session_key, "{}", outcome.submission_id
-            )
+            await repository.save_pending_chat(conn, source.name, session, "{}", outcome.submission_id)
             return outcome
 
 
@@ -205,61 +204,6 @@ def merge_pieces(stored: Mapping[str, object], piece: Submission) -> Submission:
         phone=piece.phone or text("phone"),
         message=text("message") or piece.message,
     )
-
-
-async def write_envelope(
-    conn: repository.Conn, envelope: Envelope, submission_id: uuid.UUID, pepper: str
-) -> Outcome:
-    """All the statements of one submission, inside the caller's transaction."""
-    if envelope.delivery_id is not None:
-        first = await repository.claim_delivery(conn, envelope.source, envelope.delivery_id, submission_id)
-        if first is not None:
-            return Outcome("duplicate", submission_id=first)
-    data = envelope.submission
-    phone_hash = phone_key(pepper, data.phone) if data.phone else None
-    if data.email is not None:
-        contact_id = await repository.upsert_contact_by_email(
-            conn,
-            data.name,
-            data.email,
-            data.phone,
-            email_key(pepper, data.email),
-            phone_hash,
-            envelope.received_at,
-        )
-    else:
-        assert data.phone is not None  # noqa: S101 - prepare() guarantees e-mail or phone
-        assert phone_hash is not None  # noqa: S101
-        contact_id = await repository.upsert_contact_by_phone(
-            conn, data.name, data.phone, phone_hash, envelope.received_at
-        )
-    # From here to COMMIT the feed lock is held: keep this tail short.
-    await repository.lock_feed(conn)
-    await repository.insert_submission(
-        conn,
-        submission_id,
-        contact_id,
-        envelope.source,
-        envelope.channel,
-        data.message,
-        envelope.notice_version,
-        envelope.received_at,
-    )
-    await repository.insert_purposes(conn, submission_id, envelope.purposes)
-    if envelope.new_texts:
-        await repository.ensure_consent_texts(conn, envelope.new_texts)
-    if envelope.consents:
-        await repository.insert_consent_events(
-            conn,
-            contact_id,
-            submission_id,
-            envelope.consents,
-            envelope.source,
-            envelope.notice_version,
-            envelope.received_at,
-        )
-    await repository.notify_submission(conn, submission_id)
-    return Outcome("created", submission_id=submission_id)
 
 
 def _field_messages(exc: ValidationError) -> dict[str, list[str]]:

@@ -20,14 +20,22 @@ NOW = datetime.now(UTC)
 
 
 async def _contact(conn) -> uuid.UUID:
+    email = f"{uuid.uuid4().hex}@example.fi"
     return await conn.fetchval(
-        "INSERT INTO ingest.contacts (email) VALUES ($1) RETURNING contact_id",
-        f"{uuid.uuid4().hex}@example.fi",
+        "INSERT INTO ingest.contacts (email, email_key) VALUES ($1, $1) RETURNING contact_id", email
     )
 
 
 async def _insert_submission(conn, contact_id) -> None:
-    await repository.insert_submission(conn, uuid.uuid4(), contact_id, "s", "form", None, "v", NOW)
+    await conn.execute(
+        """
+        INSERT INTO ingest.submissions (submission_id, contact_id, source, channel, notice_version, received_at)
+        VALUES ($1, $2, 's', 'form', 'v', $3)
+        """,
+        uuid.uuid4(),
+        contact_id,
+        NOW,
+    )
 
 
 async def test_without_the_feed_lock_a_poller_can_see_a_later_seq_before_an_earlier_one(db_dsn):

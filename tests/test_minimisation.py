@@ -97,5 +97,9 @@ async def test_the_stored_columns_are_exactly_the_minimal_set(db):
         "message",
         "purposes",
         "received_at",
+        # what the submission itself said (a browser form never rewrites crm.contacts)
+        "name",
+        "email",
+        "phone",
     ]
     assert by_view["consents"] == ["contact_id", "purpose", "granted", "consent_id", "recorded_at"]

@@ -80,7 +80,9 @@ async def test_erasure_leaves_none_of_the_persons_values_in_a_full_dump(client, 
     )
     assert response.status == 200
     body = await response.json()
-    assert body["removed"]["contacts"] == 1  # the phone-only chat joined the contact with that phone
+    # The phone-only chat is a contact of its own (a phone never joins an e-mail's contact);
+    # asked for by both identifiers, both go.
+    assert body["removed"]["contacts"] == 2
     assert body["removed"]["submissions"] == 2
     dump = await dump_database(db)
     for value in (
@@ -94,15 +96,16 @@ async def test_erasure_leaves_none_of_the_persons_values_in_a_full_dump(client, 
     assert "olli@example.fi" in dump  # the other person is untouched
     assert await db.fetchval("SELECT count(*) FROM ingest.consent_events WHERE contact_id IS NULL") == 1
     events = await db.fetch("SELECT event FROM crm.subject_events")
-    assert [e["event"] for e in events] == ["erased"]
+    assert [e["event"] for e in events] == ["erased", "erased"]  # one per contact
     audit = await db.fetchrow("SELECT actor, action, details FROM ingest.audit_log")
     assert (audit["actor"], audit["action"]) == ("privacy-officer", "erase")
     assert "maija" not in audit["details"]
 
 
-async def test_erasure_by_email_also_removes_the_same_persons_earlier_phone_only_contact(client, db):
-    # A chat that gave only the phone came first, then a form with e-mail and that phone:
-    # two contacts (keyed by phone, then by e-mail) of one person.
+async def test_a_phone_only_contact_is_reached_by_its_phone_not_through_an_email_beside_it(client, db):
+    # A chat that gave only the phone came first, then a form with e-mail and that phone.
+    # Anybody can type a phone next to an e-mail, so the e-mail alone does not reach the
+    # phone-only contact: the officer is told, and adds --phone once the person shows they hold it.
     status, _ = await _chat(client, {"phone": "+358401234567", "message": "phone-only secret"})
     assert status == 201
     await _form(client, MAIJA)
@@ -110,13 +113,25 @@ async def test_erasure_by_email_also_removes_the_same_persons_earlier_phone_only
     await _form(client, OTHER | {"phone": "040 123 4567"})
     response = await client.get("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
     exported = await response.json()
-    assert sorted(c["email"] or "-" for c in exported["contacts"]) == ["-", "maija@example.fi"]
+    assert [c["email"] for c in exported["contacts"]] == ["maija@example.fi"]
+    assert "phone-only secret" not in json.dumps(exported)
+    assert [n["contacts"] for n in exported["review"]] == [1]
     assert "olli" not in json.dumps(exported).lower()
-    response = await client.delete("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
+    response = await client.get(
+        "/v1/subjects", params={"email": "maija@example.fi", "phone": "040 123 4567"}, headers=ADMIN
+    )
+    both = await response.json()
+    assert sorted(c["email"] or "-" for c in both["contacts"]) == ["-", "maija@example.fi"]
+    assert "olli" not in json.dumps(both["contacts"]).lower()  # Olli's contact is reached by Olli's address
+    response = await client.delete(
+        "/v1/subjects", params={"email": "maija@example.fi", "phone": "040 123 4567"}, headers=ADMIN
+    )
     assert response.status == 200
-    assert (await response.json())["removed"]["contacts"] == 2
+    removed = (await response.json())["removed"]
+    assert removed["contacts"] == 2
+    assert removed["phone_values_removed"] == 2  # the number beside Olli's address (contact, submission)
     dump = await dump_database(db)
-    for value in ("phone-only secret", "private question", "maija@example.fi", "Meikäläinen"):
+    for value in ("phone-only secret", "private question", "maija@example.fi", "Meikäläinen", "+358401234567"):
         assert value not in dump
     assert "Olli's words" in dump
 

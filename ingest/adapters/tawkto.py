@@ -2,8 +2,11 @@
 
 Docs: "Webhooks" https://developer.tawk.to/webhooks/ . X-Tawk-Signature is the
 lowercase hex HMAC-SHA1 of the raw body, keyed with the webhook's secret; nothing
-is signed with a time, so there is no replay window. X-Hook-Event-Id names the
-event and stays the same on retries: it is the delivery id.
+is signed with a time, so there is no replay window. X-Hook-Event-Id is not signed:
+anybody replaying a captured delivery could give it a fresh one. The delivery id is
+therefore taken from what is signed: the event, its chat (or ticket) id and its
+time, or, failing those, a digest of the body. A retry, or a replay after the
+person's erasure, is the same delivery and never stores the person again.
 
 - `chat:start` fires on the first message of a chat, whoever sends it: only a
   visitor's own first message is read (`message.sender.type == "visitor"`), with
@@ -60,7 +63,7 @@ class TawkToAdapter(BaseAdapter):
         require_content_type(self, request)
         verify(source, request)
         body = parse_json_object(request.body)
-        event_id = delivery_id(request.headers.get("x-hook-event-id"))
+        event_id = signed_delivery_id(body, request.body)
         event = body.get("event")
         if event == "chat:start":
             return [chat_start(body, event_id)]
@@ -80,6 +83,14 @@ def verify(source: Source, request: InboundRequest) -> None:
             given.lower().encode("ascii"),
         )
     )
+
+
+def signed_delivery_id(body: dict[str, Any], raw: bytes) -> str:
+    """The delivery id from the signed body: event, chat or ticket id and time; else the body's digest."""
+    event, when = as_str(body.get("event")), as_str(body.get("time"))
+    subject = as_str(body.get("chatId")) or as_str(as_dict(body.get("ticket")).get("id"))
+    derived = delivery_id(f"{event}:{subject}:{when}") if event and when and subject else None
+    return derived or f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
 def chat_start(body: dict[str, Any], event_id: str | None) -> Item:

@@ -17,6 +17,7 @@ from ingest.errors import ConfigError
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
+from ingest.store.submissions import rekey_legacy_deliveries
 from ingest.web import admin, form_page, health, intake
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
@@ -76,7 +77,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     )
     writer = None
     try:
-        await sync_consent_texts(pool, config)
+        await sync_consent_texts(pool, config, app[PEPPER])
         app[POOL] = pool
         if config.limits.batch_max_rows > 1:
             writer = GroupCommitWriter(
@@ -95,14 +96,16 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-async def sync_consent_texts(pool: asyncpg.Pool, config: Config) -> None:
-    """Store the config's consent texts; refuse to start if an id's wording changed."""
+async def sync_consent_texts(pool: asyncpg.Pool, config: Config, pepper: str | None = None) -> None:
+    """Store the config's consent texts (refuse to start if an id's wording changed); re-key old rows."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_WAIT_SECONDS
     while True:
         try:
             async with pool.acquire() as conn:
                 changed = await repository.ensure_consent_texts(conn, list(config.consents.values()))
+                if pepper is not None:
+                    await rekey_legacy_deliveries(conn, pepper)
             break
         except TRANSIENT_ERRORS:
             if loop.time() > deadline:

@@ -21,7 +21,7 @@ import pytest
 from ingest.adapters.tawkto import ADAPTER
 from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature
-from tests.support import config_with_source, dump_database
+from tests.support import ADMIN_TOKEN, config_with_source, dump_database
 
 SECRET = "tawk-webhook-secret-0123456789abcdef"
 URL = "/v1/chats/tawk"
@@ -206,7 +206,8 @@ def test_the_self_computed_vector_verifies():
     (item,) = ADAPTER.parse(source, inbound(CHAT_START_COMPACT, headers))
     assert item == RawSubmission(
         fields={"email": "hello@test.com", "message": "Sample message"},
-        delivery_id="ad8c0e1f-test",
+        # X-Hook-Event-Id is not signed: the id comes from the signed body.
+        delivery_id="chat:start:70fe3290-99ad-11e9-a30a-51567162179f:2019-06-28T14:03:04.646Z",
         optional_contact=True,
     )
 
@@ -284,10 +285,33 @@ async def test_a_retry_with_the_same_event_id_is_a_duplicate_of_the_first(make_c
     assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
 
 
-async def test_without_an_event_id_header_each_delivery_is_accepted(make_client, db):
+async def test_without_an_event_id_header_the_same_signed_body_is_one_delivery(make_client, db):
     client = await make_client(tawk_config())
     assert (await deliver(client, CHAT_START, event_id=None)).status == 201
-    assert (await deliver(client, CHAT_START, event_id="   ")).status == 201
+    assert (await deliver(client, CHAT_START, event_id="   ")).status == 200
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
+
+
+async def test_a_replay_with_a_fresh_event_id_after_erasure_does_not_store_the_person_again(make_client, db):
+    # X-Hook-Event-Id is not signed: a captured chat:start replayed with a new one is the same delivery.
+    client = await make_client(tawk_config())
+    first = await (await deliver(client, CHAT_START, event_id="evt-original")).json()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    email = json.loads(CHAT_START)["visitor"]["email"]
+    erased = await client.delete("/v1/subjects", params={"email": email}, headers=headers)
+    assert erased.status == 200
+    replay = await deliver(client, CHAT_START, event_id="evt-forged-fresh-id")
+    assert replay.status == 200
+    assert await replay.json() == {"status": "duplicate", "submission_id": first["submission_id"]}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+    assert email not in await dump_database(db)
+
+
+async def test_a_ticket_without_its_ids_is_identified_by_the_digest_of_its_signed_body(make_client, db):
+    client = await make_client(tawk_config())
+    body = {"event": "ticket:create", "requester": {"email": "a@example.com"}, "ticket": {"message": "hi"}}
+    assert (await deliver(client, body, event_id="1")).status == 201
+    assert (await deliver(client, body, event_id="2")).status == 200
 
 
 @pytest.mark.parametrize(
