@@ -81,14 +81,38 @@ async def lock_pending_chat(
     return row
 
 
-async def find_delivery(conn: Conn, source: str, delivery_id: str) -> uuid.UUID | None:
-    """The submission a delivery id already produced, if any."""
-    found: uuid.UUID | None = await conn.fetchval(
+async def claim_piece(conn: Conn, source: str, delivery_id: str) -> tuple[bool, uuid.UUID | None]:
+    """Record a chat piece's delivery id; (seen before, the submission it led to if any).
+
+    Every piece is recorded, also one that only waits in the pending store, so a
+    replay of it (after an erasure, say) is recognised and stores nothing again.
+    """
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO ingest.deliveries (source, delivery_id, submission_id) VALUES ($1, $2, NULL)
+        ON CONFLICT (source, delivery_id) DO NOTHING RETURNING true
+        """,
+        source,
+        delivery_id,
+    )
+    if inserted:
+        return False, None
+    first: uuid.UUID | None = await conn.fetchval(
         "SELECT submission_id FROM ingest.deliveries WHERE source = $1 AND delivery_id = $2",
         source,
         delivery_id,
     )
-    return found
+    return True, first
+
+
+async def link_piece(conn: Conn, source: str, delivery_id: str, submission_id: uuid.UUID) -> None:
+    """Point a claimed piece at the submission it became part of."""
+    await conn.execute(
+        "UPDATE ingest.deliveries SET submission_id = $3 WHERE source = $1 AND delivery_id = $2",
+        source,
+        delivery_id,
+        submission_id,
+    )
 
 
 async def save_pending_chat(

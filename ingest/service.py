@@ -156,14 +156,18 @@ class IngestService:
         assert raw.session_key is not None  # noqa: S101 - accept() routes only session pieces here
         ttl = timedelta(hours=self.config.limits.pending_chat_ttl_hours)
         session = delivery_digest(self.pepper, source.name, raw.session_key)  # never the provider's id
+        digest = delivery_digest(self.pepper, source.name, raw.delivery_id) if raw.delivery_id else None
         async with self.pool.acquire() as conn, conn.transaction():
-            if raw.delivery_id is not None:
-                digest = delivery_digest(self.pepper, source.name, raw.delivery_id)
-                first = await repository.find_delivery(conn, source.name, digest)
-                if first is not None:
+            if digest is not None:
+                seen, first = await repository.claim_piece(conn, source.name, digest)
+                if seen:
+                    if first is None:
+                        return Outcome("ignored", reason="duplicate_piece")
                     return Outcome("duplicate", submission_id=first)
             row = await repository.lock_pending_chat(conn, source.name, session, received_at + ttl)
             if row["submission_id"] is not None:
+                if digest is not None:
+                    await repository.link_piece(conn, source.name, digest, row["submission_id"])
                 # Already a submission: a later piece only fills in what is missing.
                 if piece.message:
                     await repository.fill_submission_message(conn, row["submission_id"], piece.message)
@@ -184,8 +188,12 @@ class IngestService:
                 pending = asdict(merged) | {PENDING_CONSENTS_KEY: consents}
                 await repository.save_pending_chat(conn, source.name, session, json.dumps(pending), None)
                 return Outcome("ignored", reason="awaiting_contact_details")
-            envelope = self.envelope(source, replace(raw, consents=consents), merged, received_at)
+            # The piece's delivery id is claimed above: the submission itself carries none.
+            piece_raw = replace(raw, consents=consents, delivery_id=None)
+            envelope = self.envelope(source, piece_raw, merged, received_at)
             [outcome] = await write_submissions(conn, [envelope], self.pepper)
+            if digest is not None and outcome.submission_id is not None:
+                await repository.link_piece(conn, source.name, digest, outcome.submission_id)
             # Keep only the link: the personal pieces now live in the submission.
             await repository.save_pending_chat(conn, source.name, session, "{}", outcome.submission_id)
             return outcome

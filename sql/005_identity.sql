@@ -21,6 +21,10 @@ ALTER TABLE ingest.submissions
     ADD COLUMN phone text CHECK (phone ~ '^\+[1-9][0-9]{6,14}$');
 CREATE INDEX submissions_phone_idx ON ingest.submissions (phone) WHERE phone IS NOT NULL;
 
+-- Every chat piece's delivery id is recorded, also one that only waits for contact
+-- details (no submission yet), so its replay after an erasure stores nothing again.
+ALTER TABLE ingest.deliveries ALTER COLUMN submission_id DROP NOT NULL;
+
 -- The CRM sees what each submission said (columns are only ever added to a view).
 CREATE OR REPLACE VIEW crm.submissions AS
 SELECT s.submission_id, s.seq, s.contact_id, s.source, s.channel, s.message,

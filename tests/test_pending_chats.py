@@ -10,7 +10,7 @@ import pytest
 
 from ingest.domain import RawSubmission
 from ingest.service import IngestService
-from tests.support import PEPPER, dump_database
+from tests.support import ADMIN_TOKEN, PEPPER, dump_database
 
 
 @pytest.fixture
@@ -135,3 +135,35 @@ async def test_a_first_message_after_the_contact_details_becomes_the_submissions
     await service.accept(source, piece("s7", message="My first words"), NOW)
     await service.accept(source, piece("s7", message="Later words"), NOW)
     assert await db.fetchval("SELECT message FROM crm.submissions") == "My first words"
+
+
+async def test_a_replayed_piece_after_erasure_stores_nothing_again(client, db, config):
+    # A piece that only waited (no contact details) and a later piece that filled the
+    # submission: replayed after the person's erasure, neither brings anything back.
+    from ingest.web.keys import SERVICE
+
+    service = client.app[SERVICE]
+    source = config.sources["partner-chat"]
+    now = datetime.now(UTC)
+    name_piece = RawSubmission(
+        fields={"name": "Maija", "message": "first words"},
+        optional_contact=True,
+        session_key="s1",
+        delivery_id="p1",
+    )
+    email_piece = RawSubmission(
+        fields={"email": "maija@example.fi"}, optional_contact=True, session_key="s1", delivery_id="p2"
+    )
+    phone_piece = RawSubmission(
+        fields={"phone": "040 123 4567"}, optional_contact=True, session_key="s1", delivery_id="p3"
+    )
+    for piece in (name_piece, email_piece, phone_piece):
+        await service.accept(source, piece, now)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await client.delete("/v1/subjects", params={"email": "maija@example.fi"}, headers=admin)
+    assert response.status == 200
+    outcomes = [await service.accept(source, piece, now) for piece in (name_piece, email_piece, phone_piece)]
+    assert [o.status for o in outcomes] == ["ignored", "duplicate", "duplicate"]
+    dump = await dump_database(db)
+    for value in ("first words", "maija@example.fi", "+358401234567", "Maija"):
+        assert value not in dump

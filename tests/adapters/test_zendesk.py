@@ -266,7 +266,9 @@ async def test_a_batch_is_answered_per_event_and_a_redelivered_batch_per_event_t
     assert again.status == 200
     results = (await again.json())["results"]
     assert results[0] == {"status": "duplicate", "submission_id": created["submission_id"]}
-    assert [r["status"] for r in results[1:]] == ["updated", "ignored", "ignored"]
+    # Every piece's delivery id is recorded: the redelivered message is a duplicate too.
+    assert results[1] == {"status": "duplicate", "submission_id": created["submission_id"]}
+    assert [r["status"] for r in results[2:]] == ["ignored", "ignored"]
     assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
 
 
