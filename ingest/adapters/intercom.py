@@ -22,8 +22,7 @@ import hashlib
 import hmac
 import html
 import re
-from collections.abc import Callable, Sequence
-from html.parser import HTMLParser
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
@@ -36,7 +35,7 @@ from ingest.adapters.base import (
     require_content_type,
     secret_matches,
 )
-from ingest.adapters.mapping import as_dict, delivery_id
+from ingest.adapters.mapping import as_dict, content_id, delivery_id
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature
@@ -55,10 +54,17 @@ _PARAGRAPHS = frozenset(
 )  # fmt: skip
 _LINES = frozenset({"div", "li", "tr", "dt", "dd"})
 _HIDDEN = frozenset({"script", "style", "head", "title", "template"})
+# Raw text: their content is not markup and ends only at their own end tag.
+_RAW_TEXT = frozenset({"script", "style"})
 _BLANK_LINES = re.compile(r"\n{3,}")
 _SPACES = re.compile(r"\s+")
-_TAG = re.compile(r"<[^>]*>")
-_LINE_SPACE = re.compile(r"[ \t\r\f\v]*\n[ \t\r\f\v]*")
+_LINE_BLANKS = " \t\r\f\v"
+# A start or end tag at a "<", quoted attribute values may hold ">". Possessive
+# throughout: a tag that never closes fails in one pass over it, never backtracking.
+_TAG = re.compile(r"""<(/?)([A-Za-z][^\t\n\f\r />]*+)((?:[^>"']++|"[^"]*+"|'[^']*+')*+)>""")
+# Where markup may start; any other "<" is text ("I <3 you").
+_MARKUP_START = re.compile(r"<[A-Za-z/!?]")
+_RAW_TEXT_END = {name: re.compile(rf"</{name}[\t\n\f\r />]", re.IGNORECASE) for name in _RAW_TEXT}
 
 
 class IntercomAdapter(BaseAdapter):
@@ -80,7 +86,7 @@ class IntercomAdapter(BaseAdapter):
         require_content_type(self, request)
         verify(source, request)
         body = parse_json_object(request.body)
-        notification_id = delivery_id(body.get("id"))
+        notification_id = delivery_id(body.get("id")) or content_id(request.body)
         topic = body.get("topic")
         if topic == "ping":
             return [Ignored("ping", notification_id)]
@@ -128,17 +134,35 @@ def conversation_created(item: dict[str, Any], notification_id: str | None) -> I
     return RawSubmission(fields=fields, delivery_id=notification_id, optional_contact=True)
 
 
-class _TextOnly(HTMLParser):
-    """Collects the text of an HTML fragment, with line breaks where blocks and <br> put them."""
+class _TextOnly:
+    """Collects the text of an HTML fragment, with line breaks where blocks and <br> put them.
+
+    A tokenizer of its own rather than html.parser: Python 3.11's HTMLParser is
+    quadratic on unclosed comments, tags and declarations (fixed upstream in 2025).
+    Every step here moves forward with str.find or an anchored possessive match,
+    so the work is linear in the text; markup left open at the end is dropped, as
+    a browser drops it.
+    """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.chunks: list[str] = []
         self.hidden = 0  # inside <script>, <style>, ...
         self.pre = 0
         self.pending = 0  # newlines owed before the next text: 1 a line break, 2 a paragraph
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:  # noqa: ARG002
+    def feed(self, text: str) -> None:
+        """Read the whole fragment."""
+        for kind, value in _tokens(text):
+            if kind == "data":
+                self.handle_data(html.unescape(value))
+            elif kind == "start":
+                self.handle_starttag(value)
+            elif kind == "startend":
+                self.handle_startendtag(value)
+            else:
+                self.handle_endtag(value)
+
+    def handle_starttag(self, tag: str) -> None:
         if tag in _HIDDEN:
             self.hidden += 1
             return
@@ -146,7 +170,7 @@ class _TextOnly(HTMLParser):
         if tag == "pre":
             self.pre += 1
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:  # noqa: ARG002
+    def handle_startendtag(self, tag: str) -> None:
         self._block(tag)
 
     def handle_endtag(self, tag: str) -> None:
@@ -180,6 +204,52 @@ class _TextOnly(HTMLParser):
             self.pending = max(self.pending, 1)
 
 
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
+    """("data", text) and ("start" | "startend" | "end", tag name) for an HTML fragment, in order.
+
+    Comments, declarations and processing instructions yield nothing; markup left
+    open swallows the rest of the text, as in a browser.
+    """
+    at = scan = 0  # the text not yet yielded starts at `at`; markup is looked for from `scan`
+    while (found := _MARKUP_START.search(text, scan)) is not None:
+        start = found.start()
+        end, token = _markup(text, start)
+        if start > at:
+            yield "data", text[at:start]
+        if end < 0:
+            return
+        if token is not None:
+            yield token
+            if token[0] == "start" and token[1] in _RAW_TEXT:
+                close_tag = _RAW_TEXT_END[token[1]].search(text, end)
+                if close_tag is None:
+                    return
+                end = close_tag.start()  # the script's text is skipped, its end tag read next
+        at = scan = end
+    if at < len(text):
+        yield "data", text[at:]
+
+
+def _markup(text: str, start: int) -> tuple[int, tuple[str, str] | None]:
+    """Where the markup at `start` ends (-1: never) and the tag it is, if it is one."""
+    first, second = text[start + 1 : start + 2], text[start + 2 : start + 3]
+    if text.startswith("<!--", start):
+        close = text.find("-->", start + 2)  # "<!-->" is an empty comment, as in browsers
+        return (close + 3 if close >= 0 else -1), None
+    if _letter(first) or (first == "/" and _letter(second)):
+        match = _TAG.match(text, start)
+        if match is None:
+            return -1, None
+        kind = "end" if match.group(1) else "startend" if match.group(3).endswith("/") else "start"
+        return match.end(), (kind, match.group(2).lower())
+    close = text.find(">", start)  # "<!DOCTYPE", "<?xml", "</ x>": bogus comments
+    return (close + 1 if close >= 0 else -1), None
+
+
+def _letter(char: str) -> bool:
+    return char.isascii() and char.isalpha()
+
+
 def plain_text(text: str) -> str:
     """Message text without markup: tags stripped, entities decoded, blocks on their own lines.
 
@@ -188,14 +258,10 @@ def plain_text(text: str) -> str:
     if not _MARKUP.search(text):
         return text.strip()
     parser = _TextOnly()
-    try:
-        parser.feed(text)
-        parser.close()
-        result = "".join(parser.chunks)
-    except AssertionError:
-        # html.parser asserts on some malformed declarations ("<![%..."): strip tags crudely.
-        result = _SPACES.sub(" ", html.unescape(_TAG.sub(" ", text)))
-    result = _LINE_SPACE.sub("\n", result.replace("\xa0", " "))
+    parser.feed(text)
+    result = "".join(parser.chunks).replace("\xa0", " ")
+    # Blanks around each line break go (split and strip, not a regex: one pass).
+    result = "\n".join(line.strip(_LINE_BLANKS) for line in result.split("\n"))
     return _BLANK_LINES.sub("\n\n", result).strip()
 
 

@@ -44,8 +44,9 @@ from ingest.errors import MalformedBody
 
 TYPE_DEFAULTS = {"name": "name", "email": "email", "phone": "phone", "message": "message"}
 _QUESTION = re.compile(r"q([0-9]+)_(.+)", re.DOTALL)
-# Label-derived names carry numbering: "1. Name" becomes "1Name69".
-_NUMBERING = re.compile(r"\A[0-9]+|[0-9]+\Z")
+# Label-derived names carry numbering: "1. Name" becomes "1Name69". Stripped with
+# str.strip, not a regex: `[0-9]+\Z` is retried at every digit of a long run (quadratic).
+_DIGITS = "0123456789"
 _SLASHED = re.compile(r"\\(.)", re.DOTALL)
 _ONLY_ONCE = frozenset({"submissionID", "rawRequest"})
 
@@ -130,7 +131,7 @@ def read_answers(raw: dict[str, Any]) -> list[Answer]:
 
 def _kind(name: str) -> str | None:
     """The canonical field a question's name stands for, if it plainly does."""
-    word = _NUMBERING.sub("", name).casefold()
+    word = name.strip(_DIGITS).casefold()
     if word in ("fullname", "name"):
         return "name"
     if word == "email":

@@ -21,6 +21,7 @@ Everything not picked is dropped here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -162,6 +163,14 @@ def delivery_id(value: object) -> str | None:
     if not value or len(value) > MAX_DELIVERY_ID or not value.isprintable():
         return None
     return value
+
+
+def content_id(content: bytes) -> str:
+    """A delivery id for a signed delivery whose own id is missing: the digest of what was signed.
+
+    Without one, every replay of a captured delivery would be stored anew.
+    """
+    return f"sha256:{hashlib.sha256(content).hexdigest()}"
 
 
 def compact_json(value: object) -> bytes:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from ingest.adapters.base import (
@@ -108,16 +109,16 @@ def _signed(source: Source, message: bytes, given: bytes) -> bool:
 def read_answers(fields: list[Any]) -> list[Answer]:
     """The answered questions, minus hidden/calculated fields and the per-option checkbox copies."""
     items = [f for f in fields if isinstance(f, dict) and as_str(f.get("key"))]
-    parents = [
+    parents = _Prefixes(
         f["key"] + "_" for f in items if f.get("type") == "CHECKBOXES" and isinstance(f.get("options"), list)
-    ]
+    )
     answers = []
     for item in items:
         kind = as_str(item.get("type"))
         key: str = item["key"]
         if kind in _NEVER_READ:
             continue
-        if kind == "CHECKBOXES" and "options" not in item and key.startswith(tuple(parents)):
+        if kind == "CHECKBOXES" and "options" not in item and parents.prefix_of(key):
             continue  # "Checkboxes (Soccer)": true/false copy of one option of the field above
         label = as_str(item.get("label"))
         value, options = _value(item, kind)
@@ -131,6 +132,30 @@ def read_answers(fields: list[Any]) -> list[Answer]:
             )
         )
     return answers
+
+
+class _Prefixes:
+    """Strings asked "does one of you start this key?" with a binary search, not a test per string.
+
+    `key.startswith(tuple(parents))` costs keys x parents: quadratic in a body of
+    many checkbox fields. Sorted, the strings that start with a member form a run
+    right after it; so a member that starts `key` also starts the greatest member
+    not after `key`, and then so does that one's shortest member prefix (`root`).
+    """
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        self.members = sorted(set(prefixes))
+        self.root: dict[str, str] = {}
+        root = None
+        for member in self.members:
+            if root is None or not member.startswith(root):
+                root = member
+            self.root[member] = root
+
+    def prefix_of(self, key: str) -> bool:
+        """Whether a member starts `key`."""
+        at = bisect.bisect_right(self.members, key)
+        return at > 0 and key.startswith(self.root[self.members[at - 1]])
 
 
 def _value(item: dict[str, Any], kind: str | None) -> tuple[object, tuple[Option, ...]]:

@@ -36,7 +36,7 @@ from ingest.adapters.base import (
     require_content_type,
     secret_matches,
 )
-from ingest.adapters.mapping import as_dict, as_str, delivery_id
+from ingest.adapters.mapping import as_dict, as_str, content_id, delivery_id
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import ConfigError
@@ -90,7 +90,7 @@ def signed_delivery_id(body: dict[str, Any], raw: bytes) -> str:
     event, when = as_str(body.get("event")), as_str(body.get("time"))
     subject = as_str(body.get("chatId")) or as_str(as_dict(body.get("ticket")).get("id"))
     derived = delivery_id(f"{event}:{subject}:{when}") if event and when and subject else None
-    return derived or f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    return derived or content_id(raw)
 
 
 def chat_start(body: dict[str, Any], event_id: str | None) -> Item:

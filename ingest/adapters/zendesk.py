@@ -44,19 +44,27 @@ from ingest.adapters.mapping import (
     as_list,
     as_str,
     check_mapping,
+    compact_json,
+    content_id,
     delivery_id,
     pick_consents,
     pick_fields,
 )
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
-from ingest.errors import MalformedBody
+from ingest.errors import MalformedBody, PayloadTooLarge
 
 TYPE_DEFAULTS = {"email": "email"}
 _PLACEHOLDER_NAME = re.compile(r"^Web User [0-9a-fA-F]+$")
 _EMAIL_IDENTITIES = frozenset({"email"})
 # The identity type strings for phone numbers are not documented; these are the plausible spellings.
 _PHONE_IDENTITIES = frozenset({"phone", "phone_number", "phoneNumber", "sms"})
+
+
+# Events read from one delivery. Each event is a database transaction later, so a
+# signed but hostile batch of thousands would hold a worker; Sunshine Conversations
+# batches a few events at a time, far below this.
+MAX_EVENTS = 100
 
 
 class ZendeskAdapter(BaseAdapter):
@@ -86,13 +94,16 @@ class ZendeskAdapter(BaseAdapter):
             raise MalformedBody
         if not events:
             return [Ignored("no_events")]
+        if len(events) > MAX_EVENTS:
+            raise PayloadTooLarge
         return [read_event(source, event) for event in events]
 
 
 def read_event(source: Source, event: object) -> Item:
     """One event: a user's piece of a conversation, or ignored."""
     event = as_dict(event)
-    event_id = delivery_id(event.get("id"))
+    # An event without a usable id is still one delivery: identified by its signed content.
+    event_id = delivery_id(event.get("id")) or (content_id(compact_json(event)) if event else None)
     kind = event.get("type")
     payload = as_dict(event.get("payload"))
     if kind == "conversation:create":

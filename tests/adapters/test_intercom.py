@@ -444,3 +444,17 @@ async def test_a_source_can_set_its_own_body_limit(make_client, db):
     assert response.status == 413
     assert await response.json() == {"error": "payload_too_large"}
     assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 0
+
+
+async def test_a_signed_notification_without_an_id_is_one_delivery_however_often_it_is_replayed(
+    make_client, db
+):
+    # Without an id the delivery is identified by its signed bytes: a replay stores nothing again.
+    client = await make_client(intercom_config())
+    payload = {k: v for k, v in CONVERSATION.items() if k != "id"}
+    first = await deliver(client, payload)
+    assert first.status == 201
+    again = await deliver(client, payload)
+    assert again.status == 200
+    assert (await again.json())["status"] == "duplicate"
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
