@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
+import uuid
 
 import pytest
 
 from ingest.errors import RateLimited
 from ingest.web.limits import TokenBuckets
-from tests.support import ORIGIN, base_config_dict, make_config
+from tests.support import ADMIN_TOKEN, ORIGIN, base_config_dict, make_config, sign_standard
 
 URL = "/v1/forms/website-contact"
 HEADERS = {"Origin": ORIGIN, "Accept": "application/json"}
@@ -114,3 +117,183 @@ async def test_a_form_filled_faster_than_a_person_can_looks_like_success_but_is_
     )
     assert human.status == 201
     assert [r["email"] for r in await db.fetch("SELECT email FROM crm.contacts")] == ["human@example.fi"]
+
+
+# Issue 13, item 6: unauthenticated traffic must not spend the real sender's budget.
+
+PARTNER_URL = "/v1/forms/partner-forms"
+LEGITIMATE = "198.51.100.7"
+FLOODER = "203.0.113.66"
+
+
+def _delivery(address: str, *, valid: bool) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"email": f"p{uuid.uuid4().hex[:12]}@example.fi"}).encode()
+    headers = sign_standard(body) | {"X-Forwarded-For": address}
+    if not valid:
+        headers["webhook-signature"] = "v1," + base64.b64encode(b"\0" * 32).decode()
+    return body, headers
+
+
+async def test_a_flood_of_wrongly_signed_requests_does_not_429_the_real_sender(make_client, db):
+    # The default limits (500 a second per source); only the proxy hop is trusted, to tell
+    # the two addresses apart. The flood used to spend partner-forms' tokens before its
+    # signature was checked, and most of the partner's own deliveries got 429.
+    client = await make_client(config_with(trusted_proxy_hops=1))
+    flooding = True
+    flood_statuses: list[int] = []
+
+    async def flood() -> None:
+        while flooding:
+            body, headers = _delivery(FLOODER, valid=False)
+            flood_statuses.append((await client.post(PARTNER_URL, data=body, headers=headers)).status)
+
+    flooders = [asyncio.ensure_future(flood()) for _ in range(30)]
+    try:
+        await asyncio.sleep(0.3)  # the flood is in full swing before the partner delivers
+        legitimate = []
+        for _ in range(40):
+            body, headers = _delivery(LEGITIMATE, valid=True)
+            legitimate.append((await client.post(PARTNER_URL, data=body, headers=headers)).status)
+    finally:
+        flooding = False
+        await asyncio.gather(*flooders)
+    assert len(flood_statuses) > 500  # more than the source's whole burst
+    assert set(flood_statuses) <= {401, 429}
+    assert legitimate == [201] * 40
+    assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 40
+
+
+async def test_after_the_failed_authentication_limit_an_address_gets_429_unverified(make_client, monkeypatch):
+    from ingest.adapters import json as json_adapter
+
+    verified = []
+    real_verify = json_adapter.verify_standard_webhook
+
+    def counting_verify(source, request):
+        verified.append(1)
+        return real_verify(source, request)
+
+    monkeypatch.setattr(json_adapter, "verify_standard_webhook", counting_verify)
+    client = await make_client(config_with(trusted_proxy_hops=1))  # the default: 60 a minute
+    statuses = []
+    for _ in range(63):
+        body, headers = _delivery(FLOODER, valid=False)
+        statuses.append((await client.post(PARTNER_URL, data=body, headers=headers)).status)
+    assert statuses == [401] * 60 + [429] * 3
+    assert len(verified) == 60  # the 429s were answered without computing an HMAC
+    body, headers = _delivery(FLOODER, valid=False)
+    refused = await client.post(PARTNER_URL, data=body, headers=headers)
+    assert await refused.json() == {"error": "rate_limited"}
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Other addresses, and the source's own budget, are untouched.
+    body, headers = _delivery(LEGITIMATE, valid=True)
+    assert (await client.post(PARTNER_URL, data=body, headers=headers)).status == 201
+
+
+async def test_a_locked_out_address_is_refused_before_its_body_is_read(make_client):
+    client = await make_client(config_with(trusted_proxy_hops=1, auth_failures_per_client_per_minute=2))
+    for _ in range(2):
+        body, headers = _delivery(FLOODER, valid=False)
+        assert (await client.post(PARTNER_URL, data=body, headers=headers)).status == 401
+    # Headers only, announcing a body that never comes: the answer does not wait for it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"POST {PARTNER_URL} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {FLOODER}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n".encode()
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), timeout=2)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 429")
+    assert b"Retry-After:" in answer
+
+
+async def _trickle(port: int, address: str, held: float) -> bytes:
+    """A form post from `address` whose body trickles in over `held` seconds."""
+    body = b"email=slow%40example.fi"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {URL} HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\nAccept: application/json\r\n"
+            f"X-Forwarded-For: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[:3]
+    )
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(65536), timeout=held)
+    except TimeoutError:  # still being held open by the server: finish the body
+        writer.write(body[3:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), timeout=10)
+    writer.close()
+    return answer
+
+
+async def test_slow_bodies_from_one_address_do_not_lock_out_another(make_client):
+    # The whole worker may hold 6 requests; one address at most 2 of them.
+    client = await make_client(
+        config_with(
+            trusted_proxy_hops=1,
+            max_concurrent_requests=6,
+            max_concurrent_per_client=2,
+            body_timeout_seconds=5,
+        )
+    )
+    slow = [asyncio.ensure_future(_trickle(client.port, FLOODER, held=1.5)) for _ in range(12)]
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    response = await client.post(
+        URL, data={"email": "other@example.fi"}, headers=HEADERS | {"X-Forwarded-For": LEGITIMATE}
+    )
+    assert response.status == 201
+    assert time.monotonic() - started < 1
+    answers = await asyncio.gather(*slow)
+    statuses = sorted(int(a.split(b" ", 2)[1]) for a in answers)
+    assert statuses == [201] * 2 + [429] * 10  # the address's own excess is refused at once
+    refused = next(a for a in answers if a.startswith(b"HTTP/1.1 429"))
+    assert b"Retry-After: 1\r\n" in refused
+
+
+async def test_under_the_default_per_address_cap_slow_bodies_cannot_fill_the_worker(make_client):
+    # 45 trickling bodies from one address against a worker cap of 40: the default
+    # per-address cap (32) leaves room for everyone else (the whole worker was 503). The
+    # per-client rate is lifted so that only the caps are at work.
+    client = await make_client(
+        config_with(trusted_proxy_hops=1, max_concurrent_requests=40, rate_per_client_per_minute=100_000)
+    )
+    slow = [asyncio.ensure_future(_trickle(client.port, FLOODER, held=1.5)) for _ in range(45)]
+    await asyncio.sleep(0.5)
+    response = await client.post(
+        URL, data={"email": "other@example.fi"}, headers=HEADERS | {"X-Forwarded-For": LEGITIMATE}
+    )
+    assert response.status == 201
+    statuses = [int(a.split(b" ", 2)[1]) for a in await asyncio.gather(*slow)]
+    assert sorted(statuses) == [201] * 32 + [429] * (45 - 32)
+
+
+# Issue 13, item 7: the admin API limits failed bearer-token attempts per address.
+
+
+async def test_failed_admin_tokens_are_limited_per_address(make_client, monkeypatch):
+    from ingest.web import admin
+
+    client = await make_client(config_with(trusted_proxy_hops=1))  # the default: 60 a minute
+    guesser = {"Authorization": "Bearer not-the-token", "X-Forwarded-For": FLOODER}
+    statuses = [
+        (await client.get("/v1/subjects", params={"email": "a@example.fi"}, headers=guesser)).status
+        for _ in range(62)
+    ]
+    assert statuses == [401] * 60 + [429] * 2
+    compared = []
+    real = admin.hmac.compare_digest
+    monkeypatch.setattr(admin.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    refused = await client.get("/v1/subjects", params={"email": "a@example.fi"}, headers=guesser)
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert compared == []  # refused before any token was compared
+    # A valid token from another address keeps every right it had.
+    officer = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": LEGITIMATE}
+    response = await client.get("/v1/subjects", params={"email": "a@example.fi"}, headers=officer)
+    assert response.status == 200

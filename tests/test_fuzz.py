@@ -56,7 +56,9 @@ def live(server_dsn: str, template_db: str, tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("fuzz")
     config = tmp / "ingest.toml"
     config.write_text(LIVE_CONFIG_TOML)
-    env = server_env(DATABASE_URL=with_database(server_dsn, name), INGEST_PEPPER="fuzz-pepper")
+    env = server_env(
+        DATABASE_URL=with_database(server_dsn, name), INGEST_PEPPER="fuzz-pepper-0123456789abcdef-012345"
+    )
     process, port = start_server(config, env, tmp / "server.log")
     wait_ready(port, process)
     base = f"http://127.0.0.1:{port}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -17,6 +19,8 @@ from ingest.errors import ConfigError
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
+from ingest.store.leases import last_done
+from ingest.store.settings import check_pepper
 from ingest.store.submissions import rekey_legacy_deliveries
 from ingest.web import admin, form_page, health, intake
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
@@ -38,9 +42,14 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app[METRICS] = create_metrics()
     limits = config.limits
     app[LIMITER] = Limiter(
-        limits.rate_per_client_per_minute, limits.rate_per_source_per_second, limits.max_concurrent_requests
+        limits.rate_per_client_per_minute,
+        limits.rate_per_source_per_second,
+        limits.max_concurrent_requests,
+        auth_failures_per_minute=limits.auth_failures_per_client_per_minute,
+        max_concurrent_per_client=limits.max_concurrent_per_client,
     )
     app.on_response_prepare.append(_hide_server_header)
+    app.on_response_prepare.append(_browser_headers(config))
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(maintenance)
     app.router.add_get("/healthz", health.healthz)
@@ -62,6 +71,61 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
 async def _hide_server_header(_: web.Request, response: web.StreamResponse) -> None:
     # Do not advertise the framework and Python versions to scanners.
     response.headers["Server"] = "qualitydesk-ingest"
+
+
+_PageHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _origin(url: str | None) -> str | None:
+    # A URL's scheme://host[:port], if it is one a CSP source expression can hold as-is.
+    parts = urlsplit(url or "")
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if _HOST_PORT.match(host) else None
+
+
+def _csp(form_targets: Iterable[str]) -> str:
+    # Nothing loads but the pages' one inline style (by its hash); forms post to this
+    # service and, for an html source, follow its redirect to the site's success or
+    # error page (Chromium applies form-action to redirects too). No page may be framed:
+    # the form carries consent checkboxes, and a framed, overlaid form could collect a
+    # click that was never a consent (site owners copy the form's HTML instead).
+    return "; ".join(
+        (
+            "default-src 'none'",
+            f"style-src '{form_page.STYLE_HASH}'",
+            "form-action " + " ".join(("'self'", *sorted(set(form_targets)))),
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        )
+    )
+
+
+def _browser_headers(config: Config) -> _PageHook:
+    """A response hook: nosniff everywhere; CSP, frame and referrer policy on every HTML page."""
+    default = _csp(())
+    per_source = {
+        name: _csp(o for o in map(_origin, (source.success_url, source.error_url)) if o)
+        for name, source in config.sources.items()
+        if source.format == "html"
+    }
+
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.content_type != "text/html":
+            return
+        source = request.match_info.get("source") if request.match_info.get("kind") == "forms" else None
+        response.headers.setdefault("Content-Security-Policy", per_source.get(source or "", default))
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Link pages carry their token in the URL: never send it on. The example form
+        # is the exception: under no-referrer a browser posts it with `Origin: null`,
+        # which the origin check must refuse; same-origin sends nothing to other sites.
+        form = request.method == "GET" and source is not None
+        response.headers.setdefault("Referrer-Policy", "same-origin" if form else "no-referrer")
+
+    return hook
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -104,7 +168,9 @@ async def sync_consent_texts(pool: asyncpg.Pool, config: Config, pepper: str | N
         try:
             async with pool.acquire() as conn:
                 changed = await repository.ensure_consent_texts(conn, list(config.consents.values()))
-                if pepper is not None:
+                migrated = await conn.fetchval("SELECT to_regclass('ingest.settings') IS NOT NULL")
+                if pepper is not None and migrated:
+                    await check_pepper(conn, pepper)
                     await rekey_legacy_deliveries(conn, pepper)
             break
         except TRANSIENT_ERRORS:
@@ -137,6 +203,9 @@ async def _maintenance_loop(app: web.Application) -> None:
             report = await rights.purge(app[POOL], datetime.now(UTC), "scheduler")
             metrics.purge_runs.labels("skipped" if "skipped_locked" in report else "done").inc()
             async with app[POOL].acquire() as conn:
+                # Whichever replica purged: an alert fires when no purge completed for two intervals.
+                if (done := await last_done(conn, rights.PURGE_LEASE)) is not None:
+                    metrics.purge_last_completed.set(done.timestamp())
                 metrics.overdue_requests.set(await repository_subjects.count_overdue(conn))
                 metrics.pending_chats.set(await conn.fetchval("SELECT count(*) FROM ingest.pending_chats"))
             log.info("maintenance_done", removed=report.get("contacts", 0))

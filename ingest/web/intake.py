@@ -112,25 +112,34 @@ def client_address(request: web.Request, trusted_hops: int) -> str:
     return request.remote or "unknown"
 
 
-def check_rate(request: web.Request, source: Source) -> None:
-    """Per-source limit for every source; per-client limit for browser (html) sources.
+def check_rate(request: web.Request, source: Source, client: str) -> None:
+    """The limits checked before the body is read: nothing here reads it or computes an HMAC.
 
-    Providers post from a few addresses, so their sources are limited as a whole.
+    A browser (html) source is limited per client address, then as a whole. A signed
+    source is limited as a whole only once a delivery has authenticated (see _process):
+    unauthenticated traffic must not spend its real sender's budget. Here, an address
+    whose authentications keep failing is refused at once.
     """
     limiter = request.app[LIMITER]
-    limiter.per_source.take(source.name)
     if source.format == "html":
-        limiter.per_client.take(client_address(request, request.app[CONFIG].limits.trusted_proxy_hops))
+        limiter.per_client.take(client)
+        limiter.per_source.take(source.name)
+    else:
+        limiter.auth_failures.check(client)
 
 
 async def receive(request: web.Request) -> web.StreamResponse:
     """Handle one delivery from a form or chat source."""
     source = resolve_source(request)
     browser = source.format == "html" and wants_html(request)
+    limiter = request.app[LIMITER]
+    client = client_address(request, request.app[CONFIG].limits.trusted_proxy_hops)
     try:
-        check_rate(request, source)
-        with request.app[LIMITER].concurrency:
-            outcomes = await _process(request, source)
+        # The per-address cap first: an address over it takes none of the worker's slots.
+        with limiter.per_client_concurrency.hold(client):
+            check_rate(request, source, client)
+            with limiter.concurrency:
+                outcomes = await _process(request, source, client)
     except errors.IngestError as exc:
         request.app[METRICS].submissions.labels(source.name, source.channel, f"rejected_{exc.code}").inc()
         if exc.code == "invalid_signature":
@@ -164,7 +173,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
 
-async def _process(request: web.Request, source: Source) -> list[Outcome]:
+async def _process(request: web.Request, source: Source, client: str) -> list[Outcome]:
     config = request.app[CONFIG]
     adapter = ADAPTERS[source.format]
     if adapter.needs_origin:
@@ -174,15 +183,30 @@ async def _process(request: web.Request, source: Source) -> list[Outcome]:
         check_origin(source, _headers_only(request))
     received_at = datetime.now(UTC)
     limit = body_limit(adapter, source, config.limits.max_body_bytes)
-    body = await read_body(request, limit, config.limits.body_timeout_seconds)
-    inbound = InboundRequest(
-        headers={k.lower(): v for k, v in request.headers.items()},
-        query=secret_query(request.rel_url.raw_query_string),
-        body=body,
-        content_type=request.headers.get("Content-Type", ""),
-        received_at=received_at,
-    )
-    items = adapter.parse(source, inbound)
+    limiter = request.app[LIMITER]
+    try:
+        body = await read_body(request, limit, config.limits.body_timeout_seconds)
+        inbound = InboundRequest(
+            headers={k.lower(): v for k, v in request.headers.items()},
+            query=secret_query(request.rel_url.raw_query_string),
+            body=body,
+            content_type=request.headers.get("Content-Type", ""),
+            received_at=received_at,
+        )
+        items = adapter.parse(source, inbound)
+    except errors.ValidationFailed:
+        # Adapters validate fields only after verifying: an authenticated sender's mistake.
+        if adapter.needs_secret:
+            limiter.per_source.take(source.name)
+        raise
+    except errors.IngestError:
+        # Refused before it authenticated (bad signature or secret; a body that could not
+        # be read or checked): the address's failure budget pays, never the source's.
+        if adapter.needs_secret:
+            limiter.auth_failures.spend(client)
+        raise
+    if adapter.needs_secret:
+        limiter.per_source.take(source.name)
     service = request.app[SERVICE]
     return [await _accept(service, source, item, received_at) for item in items]
 

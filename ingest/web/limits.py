@@ -1,4 +1,4 @@
-"""Abuse controls: token-bucket rate limits and a cap on concurrent requests per worker.
+"""Abuse controls: token-bucket rate limits and caps on concurrent requests per worker and per client.
 
 Client addresses are held only in memory, as bucket keys, and never logged or
 stored; buckets that have refilled are dropped, so memory stays bounded.
@@ -6,8 +6,10 @@ stored; buckets that have refilled are dropped, so memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ingest.errors import RateLimited, Unavailable
@@ -32,6 +34,30 @@ class TokenBuckets:
 
     def take(self, key: str) -> None:
         """Spend one token for `key`, or raise RateLimited with the seconds until the next."""
+        bucket = self._refilled(key)
+        if bucket.tokens < 1:
+            raise RateLimited(math.ceil((1 - bucket.tokens) / self.rate))
+        bucket.tokens -= 1
+
+    def check(self, key: str) -> None:
+        """Raise RateLimited if `key` has no token left, without spending one.
+
+        A dict lookup and a little arithmetic: cheap enough to run before the body is
+        read, and it creates no bucket, so keys that never fail cost no memory.
+        """
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return
+        tokens = min(self.burst, bucket.tokens + (self.clock() - bucket.updated) * self.rate)  # type: ignore[operator]
+        if tokens < 1:
+            raise RateLimited(math.ceil((1 - tokens) / self.rate))
+
+    def spend(self, key: str) -> None:
+        """Spend one token for `key` if it has one (for counting failures; never raises)."""
+        bucket = self._refilled(key)
+        bucket.tokens = max(0.0, bucket.tokens - 1)
+
+    def _refilled(self, key: str) -> _Bucket:
         now = self.clock()  # type: ignore[operator]
         bucket = self.buckets.get(key)
         if bucket is None:
@@ -41,9 +67,7 @@ class TokenBuckets:
         else:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
-        if bucket.tokens < 1:
-            raise RateLimited(math.ceil((1 - bucket.tokens) / self.rate))
-        bucket.tokens -= 1
+        return bucket
 
     def _forget_full(self, now: float) -> None:
         full = [k for k, b in self.buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
@@ -69,11 +93,53 @@ class ConcurrencyCap:
         self.active -= 1
 
 
+class ClientCap:
+    """At most `limit` requests in progress per client address; the next gets 429 at once.
+
+    Taken before the body is read, so one address trickling bodies holds at most
+    `limit` of the worker's slots; an address leaves the table when its last request ends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Hold one of `key`'s slots for the duration of the block."""
+        count = self.active.get(key, 0)
+        if count >= self.limit:
+            raise RateLimited(1)
+        self.active[key] = count + 1
+        try:
+            yield
+        finally:
+            left = self.active[key] - 1
+            if left:
+                self.active[key] = left
+            else:
+                del self.active[key]
+
+
 class Limiter:
     """The limits of one worker, built from the config."""
 
-    def __init__(self, per_client_per_minute: int, per_source_per_second: int, max_concurrent: int) -> None:
+    def __init__(
+        self,
+        per_client_per_minute: int,
+        per_source_per_second: int,
+        max_concurrent: int,
+        *,
+        auth_failures_per_minute: int = 60,
+        max_concurrent_per_client: int = 32,
+    ) -> None:
         # Bursts: a person may send a few forms in a row; a source a second's worth at once.
         self.per_client = TokenBuckets(per_client_per_minute / 60, burst=max(5, per_client_per_minute / 6))
         self.per_source = TokenBuckets(per_source_per_second, burst=per_source_per_second)
         self.concurrency = ConcurrencyCap(max_concurrent)
+        self.per_client_concurrency = ClientCap(max_concurrent_per_client)
+        # Failed authentication, per client address: a minute's worth at once (a sender
+        # with a mistyped secret sees its 401s), then 429 before the body is even read.
+        # Intake and the admin API count apart, so neither locks the other out.
+        self.auth_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
+        self.admin_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
