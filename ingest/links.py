@@ -2,6 +2,12 @@
 
 A token names the person only by the keyed hash of their e-mail, so a link in a
 mail log or a browser history reveals nothing without the pepper.
+
+A token is `payload.signature`, both unpadded base64url; the payload is the JSON claim
+{a: action, h: e-mail hash (hex), i: issued at (Unix microseconds), e: expires at (Unix
+seconds), n: random nonce, c: consent id (confirm only)}. Only the canonical encoding of
+each segment verifies, so one claim has exactly one token: a used confirmation link
+cannot come back with `=` padding or other spare bits as a "new" one.
 """
 
 from __future__ import annotations
@@ -10,12 +16,20 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ingest.errors import InvalidLink
 
 _ACTIONS = frozenset({"unsubscribe", "confirm"})
+# The lifetime make_token gives when not told: within the cap of either action at its
+# default ([limits] confirm_link_days). The service and the CLI pass the configured one.
+DEFAULT_DAYS = 7
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class LinkClaim:
     email_hash: bytes
     consent_id: str | None
     expires_at: datetime
+    issued_at: datetime | None  # None: an unsubscribe link made before links carried it
+    digest: bytes  # SHA-256 of the signature: names this one link, nothing about the person
 
 
 def _key(pepper: str) -> bytes:
@@ -38,16 +54,39 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode canonical unpadded base64url only; anything else is a ValueError.
+
+    The standard decoder skips characters outside the alphabet, accepts padding and
+    ignores the spare low bits of the last character: each would give a second text
+    for the same bytes.
+    """
+    if not _B64URL_RE.fullmatch(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical encoding")
+    return data
 
 
 def make_token(
-    pepper: str, action: str, email_hash: bytes, now: datetime, days: int = 30, consent_id: str | None = None
+    pepper: str,
+    action: str,
+    email_hash: bytes,
+    now: datetime,
+    days: int = DEFAULT_DAYS,
+    consent_id: str | None = None,
 ) -> str:
-    """Sign a claim valid for `days`."""
+    """Sign a claim issued `now`, valid for `days`."""
     if action not in _ACTIONS:
         raise ValueError("unknown link action")
-    claim = {"a": action, "h": email_hash.hex(), "e": int((now + timedelta(days=days)).timestamp())}
+    lifetime = timedelta(days=days)
+    claim: dict[str, object] = {
+        "a": action,
+        "h": email_hash.hex(),
+        "i": (now - _EPOCH) // _MICROSECOND,
+        "e": (now + lifetime - _EPOCH) // timedelta(seconds=1),  # exact: floats may round up
+        "n": secrets.token_urlsafe(12),
+    }
     if consent_id is not None:
         claim["c"] = consent_id
     payload = _b64(json.dumps(claim, separators=(",", ":"), sort_keys=True).encode())
@@ -55,26 +94,44 @@ def make_token(
     return f"{payload}.{signature}"
 
 
-def verify_token(pepper: str, token: str, action: str, now: datetime) -> LinkClaim:
-    """Return the claim of a genuine, unexpired token for `action`; else raise InvalidLink."""
+def verify_token(pepper: str, token: str, action: str, now: datetime, max_days: int) -> LinkClaim:
+    """The claim of a genuine, unexpired `action` token lasting at most `max_days`; else InvalidLink."""
     try:
         payload, signature = token.split(".")
+        signature_bytes = _unb64(signature)
+        _unb64(payload)  # canonical too, before anything else looks at it
         expected = hmac.new(_key(pepper), payload.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(signature)):
+        if not hmac.compare_digest(expected, signature_bytes):
             raise InvalidLink
         claim = json.loads(_unb64(payload))
-        expires_at = datetime.fromtimestamp(int(claim["e"]), tz=UTC)
         parsed = LinkClaim(
             action=str(claim["a"]),
             email_hash=bytes.fromhex(claim["h"]),
             consent_id=_optional_text(claim.get("c")),
-            expires_at=expires_at,
+            expires_at=datetime.fromtimestamp(_integer(claim["e"]), tz=UTC),
+            issued_at=None if "i" not in claim else _EPOCH + _integer(claim["i"]) * _MICROSECOND,
+            digest=hashlib.sha256(signature_bytes).digest(),
         )
     except (ValueError, KeyError, TypeError, OverflowError, OSError):  # OverflowError/OSError: fromtimestamp
         raise InvalidLink from None
     if parsed.action != action or parsed.expires_at <= now:
         raise InvalidLink
+    longest = timedelta(days=max_days)
+    if parsed.issued_at is None:
+        # A link from before issue times: only an unsubscribe link (so that one already
+        # mailed still works), and only if what is left of it is within the cap.
+        if action != "unsubscribe" or parsed.expires_at - now > longest:
+            raise InvalidLink
+    elif not timedelta(0) < parsed.expires_at - parsed.issued_at <= longest:
+        raise InvalidLink
     return parsed
+
+
+def _integer(value: object) -> int:
+    # bool is an int in Python; a time given as `true` is not a time.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError("a time is an integer")
 
 
 def _optional_text(value: object) -> str | None:

@@ -12,14 +12,18 @@ from aiohttp import web
 from ingest import errors, rights
 from ingest.adapters.base import parse_json_object, text_bytes
 from ingest.links import LinkClaim, verify_token
-from ingest.web.intake import read_body
-from ingest.web.keys import CONFIG, LOG_INFO, PEPPER, POOL
+from ingest.web.intake import client_address, read_body
+from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, PEPPER, POOL
 
 
 def authorize(request: web.Request, scope: str) -> str:
-    """The name of the bearer token if it is valid and has `scope`; else 401/403."""
+    """The name of the bearer token if it is valid and has `scope`; else 401/403 (429 after many 401s)."""
+    failures = request.app[LIMITER].admin_failures
+    client = client_address(request, request.app[CONFIG].limits.trusted_proxy_hops)
+    failures.check(client)  # an address that keeps guessing is refused before any comparison
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        failures.spend(client)
         raise errors.Unauthorized
     digest = hashlib.sha256(text_bytes(token.strip())).digest()
     matched = None
@@ -28,6 +32,7 @@ def authorize(request: web.Request, scope: str) -> str:
         if hmac.compare_digest(candidate.sha256, digest):
             matched = candidate
     if matched is None:
+        failures.spend(client)
         raise errors.Unauthorized
     request[LOG_INFO]["token_name"] = matched.name
     if scope not in matched.scopes:
@@ -81,7 +86,11 @@ def _button(label: str) -> str:
 
 
 def _claim(request: web.Request, action: str) -> LinkClaim:
-    return verify_token(request.app[PEPPER], request.query.get("token", ""), action, datetime.now(UTC))
+    limits = request.app[CONFIG].limits
+    max_days = limits.confirm_link_days if action == "confirm" else limits.unsubscribe_link_days
+    return verify_token(
+        request.app[PEPPER], request.query.get("token", ""), action, datetime.now(UTC), max_days
+    )
 
 
 async def unsubscribe_page(request: web.Request) -> web.Response:
@@ -104,24 +113,23 @@ async def unsubscribe(request: web.Request) -> web.Response:
 
 
 async def confirm_page(request: web.Request) -> web.Response:
-    """GET: ask the person to confirm their opt-in."""
+    """GET: ask the person to confirm their opt-in (if the link would still work; changes nothing)."""
+    config = request.app[CONFIG]
     try:
         claim = _claim(request, "confirm")
+        # Already used, or issued before a later objection: say so now, not after the click.
+        await rights.confirm_opt_in(request.app[POOL], config, claim, check_only=True)
     except errors.InvalidLink:
         return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)
-    consent = request.app[CONFIG].consents.get(claim.consent_id or "")
-    if consent is None:
-        return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)
+    consent = config.consents[claim.consent_id or ""]  # confirm_opt_in checked it exists
     return _page("Confirm your subscription", consent.text, _button("Confirm"))
 
 
 async def confirm(request: web.Request) -> web.Response:
-    """POST: the confirmed opt-in lifts a marketing suppression and records the consent."""
+    """POST: the confirmed opt-in lifts a marketing suppression and records the consent (once)."""
     try:
         claim = _claim(request, "confirm")
-        await rights.confirm_opt_in(
-            request.app[POOL], request.app[CONFIG], claim.email_hash, claim.consent_id or ""
-        )
+        await rights.confirm_opt_in(request.app[POOL], request.app[CONFIG], claim)
     except errors.InvalidLink:
         return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)
     return _page("Confirmed", "Thank you: your subscription is confirmed.")
