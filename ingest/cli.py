@@ -21,6 +21,8 @@ from ingest.errors import ConfigError, Unavailable, ValidationFailed
 from ingest.links import make_token
 from ingest.logs import configure_logging
 from ingest.pseudonyms import email_key
+from ingest.secrets import check_pepper as check_pepper_value
+from ingest.store.settings import check_pepper
 
 log = structlog.get_logger("ingest.cli")
 
@@ -46,6 +48,7 @@ def resolve_pepper(embedded: bool, data_dir: Path) -> str:
     """INGEST_PEPPER, or a kept development pepper on the embedded database."""
     pepper = os.environ.get("INGEST_PEPPER", "").strip()
     if pepper:
+        check_pepper_value(pepper)
         return pepper
     if embedded:
         from ingest.embedded import development_pepper  # noqa: PLC0415
@@ -132,6 +135,8 @@ def _with_database(args: argparse.Namespace, work: Callable[[asyncpg.Pool, str],
 
         async def run() -> int:
             async with _pool(dsn) as pool:
+                async with pool.acquire() as conn:
+                    await check_pepper(conn, pepper)
                 return await work(pool, pepper)
 
         return asyncio.run(run())
@@ -210,6 +215,15 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
     subject = rights.subject_from(config, args.email)
     if args.command == "confirm-link" and args.consent not in config.consents:
         raise ConfigError(f"consents.{args.consent}: no such consent in the configuration")
+    action = "unsubscribe" if args.command == "unsubscribe-link" else "confirm"
+    # The configured lifetime is also the longest the service accepts: a longer link
+    # would only be refused when the person opens it.
+    key = f"{action}_link_days"
+    cap = config.limits.confirm_link_days if action == "confirm" else config.limits.unsubscribe_link_days
+    days = cap if args.days is None else args.days
+    if not 0 < days <= cap:
+        print(f"--days: from 1 to {cap} (limits.{key} in the configuration)", file=sys.stderr)
+        return 2
     base = (args.base_url or config.public_url or "http://127.0.0.1:8080").rstrip("/")
     with (
         database_url(args.data_dir)
@@ -219,13 +233,12 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
         pepper = resolve_pepper(embedded, args.data_dir)
     assert subject.email is not None  # noqa: S101 - subject_from with an e-mail only
     email_hash = email_key(pepper, subject.email)
-    action = "unsubscribe" if args.command == "unsubscribe-link" else "confirm"
     token = make_token(
         pepper,
         action,
         email_hash,
         datetime.now(UTC),
-        args.days,
+        days,
         consent_id=args.consent if action == "confirm" else None,
     )
     print(f"{base}/v1/{action}?token={token}")
@@ -287,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("unsubscribe-link", "confirm-link"):
         link = sub.add_parser(name, help=f"print a signed {name.split('-')[0]} URL")
         link.add_argument("--email", required=True)
-        link.add_argument("--days", type=int, default=30)
+        link.add_argument(
+            "--days", type=int, help="how long the link works (default and maximum: [limits] *_link_days)"
+        )
         link.add_argument("--base-url")
         link.add_argument("--consent", default="marketing-email-v1", help="with confirm-link: the consent id")
     sub.add_parser("ropa", help="print the record of processing activities (Art. 30)")
@@ -323,7 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(sys.stderr)
     try:
-        config = None if args.command in NEEDS_NO_CONFIG else load_config(args.config)
+        # The README's example secret is for the embedded development database only.
+        embedded = not os.environ.get("DATABASE_URL")
+        config = (
+            None
+            if args.command in NEEDS_NO_CONFIG
+            else load_config(args.config, example_secrets_allowed=embedded)
+        )
         return COMMANDS[args.command](args, config)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

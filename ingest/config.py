@@ -16,6 +16,13 @@ import phonenumbers
 
 from ingest.domain import Channel, ConsentText
 from ingest.errors import ConfigError
+from ingest.secrets import (
+    EXAMPLE_SECRETS,
+    SHARED_SECRET_MIN_CHARS,
+    check_shared_secret,
+    check_standard_webhooks_secret,
+    token_digest,
+)
 
 NOTICE_PURPOSES = (
     "contact",
@@ -36,7 +43,6 @@ ADMIN_SCOPES = ("export", "erase", "opt-out", "purge")
 CANONICAL_FIELDS = ("name", "first_name", "last_name", "email", "phone", "message")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CONSENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-_SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,8 @@ class AdminToken:
 
 
 MAX_BODY_BYTES_CAP = 16 * 1024 * 1024  # a body is held in memory whole
+# The documented maxima of the link lifetimes in [limits] (see Limits).
+LINK_DAYS_MAXIMUM = {"confirm_link_days": 30, "unsubscribe_link_days": 365}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +102,23 @@ class Limits:
     rate_per_client_per_minute: int = 60
     rate_per_source_per_second: int = 500
     max_concurrent_requests: int = 512
+    # Per worker, per client address: requests in progress (taken before the body is
+    # read, so one address trickling bodies cannot hold the whole worker), and failed
+    # authentications (bad signature or secret, or a body refused before it could be
+    # checked; admin API: a bad bearer token) before that address gets 429 unread.
+    max_concurrent_per_client: int = 32
+    auth_failures_per_client_per_minute: int = 60
     pending_chat_ttl_hours: int = 24
     maintenance_interval_seconds: int = 3600
     # Behind a reverse proxy: how many X-Forwarded-For hops to trust for the client
     # address used by the per-client rate limit (0: the TCP peer).
     trusted_proxy_hops: int = 0
+    # Signed links (`ingest confirm-link` / `unsubscribe-link`): the lifetime they get by
+    # default, and the longest the service accepts (a link made to last longer is refused).
+    # confirm_link_days: default 7, at most 30 (it lifts an objection, so it should not linger);
+    # unsubscribe_link_days: default 60, at most 365 (it stays idempotent, but still expires).
+    confirm_link_days: int = 7
+    unsubscribe_link_days: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +164,17 @@ def packaged_example() -> Path:
     raise ConfigError("no configuration file: set INGEST_CONFIG or create ingest.toml")
 
 
-def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the TOML file at `path`, resolving secrets from `environ`."""
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    example_secrets_allowed: bool = False,
+) -> Config:
+    """Read and validate the TOML file at `path`, resolving secrets from `environ`.
+
+    `example_secrets_allowed`: the README's example secret is accepted (the embedded
+    development database only).
+    """
     path = path or default_config_path()
     environ = os.environ if environ is None else environ
     try:
@@ -154,7 +183,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(f"{path}: file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    config = parse_config(raw, environ)
+    config = parse_config(raw, environ, example_secrets_allowed=example_secrets_allowed)
     return Config(**{**_fields(config), "path": str(path)})
 
 
@@ -224,7 +253,9 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+def parse_config(
+    raw: Mapping[str, Any], environ: Mapping[str, str], *, example_secrets_allowed: bool = False
+) -> Config:
     """Validate an already-parsed TOML document."""
     top = _Reader(dict(raw), "")
     notice_version = top.get("notice_version", str)
@@ -237,7 +268,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     public_url = _url(top, "public_url")
     purposes = _purposes(top.sub("purposes"))
     consents = _consents(top.sub("consents"), purposes)
-    sources = _sources(top.sub("sources"), purposes, consents, environ)
+    sources = _sources(top.sub("sources"), purposes, consents, _Secrets(environ, example_secrets_allowed))
     tokens = _admin_tokens(top.sub("admin_tokens"), environ)
     limits = _limits(top.sub("limits"))
     top.reject_unknown()
@@ -296,7 +327,7 @@ def _sources(
     table: _Reader,
     purposes: Mapping[str, Purpose],
     consents: Mapping[str, ConsentText],
-    environ: Mapping[str, str],
+    environ: _Secrets,
 ) -> dict[str, Source]:
     sources = {}
     for name in table.table:
@@ -311,7 +342,7 @@ def _source(
     item: _Reader,
     purposes: Mapping[str, Purpose],
     consents: Mapping[str, ConsentText],
-    environ: Mapping[str, str],
+    environ: _Secrets,
 ) -> Source:
     from ingest.adapters import ADAPTERS  # noqa: PLC0415 - adapters import config types
 
@@ -333,7 +364,7 @@ def _source(
         channel=cast("Channel", channel),
         format=fmt,
         purposes=_source_purposes(item, purposes),
-        secrets=_secrets(item, environ, required=adapter.needs_secret),
+        secrets=_secrets(item, environ, required=adapter.needs_secret, kind=adapter.secret_kind),
         allowed_origins=origins,
         consent_fields=_consent_fields(item, consents),
         field_map=_field_map(item),
@@ -402,8 +433,16 @@ def _url(item: _Reader, key: str) -> str | None:
     return cast("str | None", url)
 
 
-def _secrets(item: _Reader, environ: Mapping[str, str], *, required: bool) -> tuple[str, ...]:
-    """Resolve secret_env: one variable name or a list (old and new, for rotation)."""
+@dataclass(frozen=True, slots=True)
+class _Secrets:
+    """Where source secrets come from, and whether the README's example secret may be one."""
+
+    environ: Mapping[str, str]
+    example_allowed: bool
+
+
+def _secrets(item: _Reader, environ: _Secrets, *, required: bool, kind: str) -> tuple[str, ...]:
+    """Resolve secret_env: one variable name or a list (old and new, for rotation); check each value."""
     names = item.get("secret_env", (str, list), None)
     if names is None:
         if required:
@@ -419,10 +458,22 @@ def _secrets(item: _Reader, environ: Mapping[str, str], *, required: bool) -> tu
     for env_name in names:
         if not isinstance(env_name, str) or not env_name:
             raise ConfigError(f"{item.key('secret_env')}: environment variable names")
-        value = environ.get(env_name, "")
-        if not value.strip():
+        value = environ.environ.get(env_name, "").strip()
+        if not value:
             raise ConfigError(f"{item.key('secret_env')}: environment variable {env_name} is not set")
-        secrets.append(value.strip())
+        try:
+            standard = kind == "standard_webhooks"  # its own floor: 24-64 bytes once decoded
+            check_shared_secret(
+                env_name,
+                value,
+                example_allowed=environ.example_allowed,
+                min_chars=0 if standard else SHARED_SECRET_MIN_CHARS,
+            )
+            if standard and value not in EXAMPLE_SECRETS:
+                check_standard_webhooks_secret(env_name, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{item.key('secret_env')}: {exc}") from None
+        secrets.append(value)
     return tuple(secrets)
 
 
@@ -431,17 +482,19 @@ def _admin_tokens(table: _Reader, environ: Mapping[str, str]) -> tuple[AdminToke
     for name in table.table:
         item = table.sub(name)
         env_name = item.get("token_sha256_env", str)
-        value = environ.get(env_name, "").strip().lower()
+        value = environ.get(env_name, "").strip()
         if not value:
             raise ConfigError(f"{item.key('token_sha256_env')}: environment variable {env_name} is not set")
-        if not _SHA256_HEX_RE.match(value):
-            raise ConfigError(f"{item.key('token_sha256_env')}: {env_name} must hold a hex SHA-256")
+        try:
+            digest = token_digest(env_name, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{item.key('token_sha256_env')}: {exc}") from None
         scopes = item.string_list("scopes")
         for scope in scopes:
             if scope not in ADMIN_SCOPES:
                 raise ConfigError(f"{item.key('scopes')}: {scope!r} is not one of {', '.join(ADMIN_SCOPES)}")
         item.reject_unknown()
-        tokens.append(AdminToken(name=name, sha256=bytes.fromhex(value), scopes=frozenset(scopes)))
+        tokens.append(AdminToken(name=name, sha256=digest, scopes=frozenset(scopes)))
     return tuple(tokens)
 
 
@@ -456,6 +509,8 @@ def _limits(table: _Reader) -> Limits:
         value = table.get(name, kind, default)
         if value < 0 or (value == 0 and name not in _LIMITS_MAY_BE_ZERO):
             raise ConfigError(f"{table.key(name)}: must be positive")
+        if name in LINK_DAYS_MAXIMUM and value > LINK_DAYS_MAXIMUM[name]:
+            raise ConfigError(f"{table.key(name)}: at most {LINK_DAYS_MAXIMUM[name]} days")
         values[name] = value
     table.reject_unknown()
     return Limits(**values)

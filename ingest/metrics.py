@@ -21,6 +21,7 @@ class Metrics:
     pending_chats: Gauge
     overdue_requests: Gauge
     purge_runs: Counter
+    purge_last_completed: Gauge
 
 
 def create_metrics() -> Metrics:
@@ -76,6 +77,11 @@ def create_metrics() -> Metrics:
             "ingest_purge_runs",
             "Retention purges by result (done, skipped, failed)",
             ["result"],
+            registry=registry,
+        ),
+        purge_last_completed=Gauge(
+            "ingest_purge_last_completed_timestamp_seconds",
+            "When a retention purge last ran to completion, on any replica (Unix time)",
             registry=registry,
         ),
     )

@@ -87,9 +87,28 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
                 )
             log.info("migration_applied", version=migration.version)
             applied_now.append(migration.version)
+        if 6 in done or 6 in applied_now:  # noqa: PLR2004 - the roles exist from migration 006
+            await restrict_database(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
+
+
+# Database-level privileges: nobody connects unless granted, nobody makes temporary tables.
+# Run after every migration (and after a database is cloned from a template, which does
+# not copy them). format('%I') quotes the database's own name: no input reaches this.
+DATABASE_PRIVILEGES = """
+DO $$
+BEGIN
+    EXECUTE format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO ingest_runtime, crm_reader', current_database());
+END $$
+"""
+
+
+async def restrict_database(conn: Conn) -> None:
+    """Take CONNECT and TEMPORARY away from PUBLIC in this database; grant CONNECT to our roles."""
+    await conn.execute(DATABASE_PRIVILEGES)
 
 
 async def is_current(conn: Conn) -> bool:

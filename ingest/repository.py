@@ -16,13 +16,11 @@ from ingest.domain import ConsentText
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
-# pg_advisory_xact_lock key serialising the tail of writers to the crm feeds ("crmfeed").
-FEED_LOCK_KEY = 0x63726D66656564
-
-
 async def lock_feed(conn: Conn) -> None:
     """Hold the feed lock until COMMIT, so feed sequence numbers become visible in order."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
+    # A row lock on ingest.feed_lock, which only the service's role may take (an advisory
+    # lock could be taken by any role that connects, and stall intake).
+    await conn.execute("SELECT id FROM ingest.feed_lock FOR UPDATE")
 
 
 async def ensure_consent_texts(conn: Conn, texts: Sequence[ConsentText]) -> list[str]:

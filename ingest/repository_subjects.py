@@ -232,22 +232,39 @@ async def contact_keys(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[tup
 
 
 async def add_suppressions(conn: Conn, keys: Sequence[tuple[bytes, str]]) -> int:
-    """Record direct-marketing objections by keyed hash; return how many are new."""
-    result: str = await conn.execute(
+    """Record direct-marketing objections by keyed hash; return how many are new.
+
+    An objection already on the list is objected to again: its `last_objected_at` moves
+    forward, so a confirmation link issued before this objection cannot lift it.
+    """
+    # xmax = 0 on the returned row: it was inserted, not updated. DISTINCT ON: one row
+    # per key, as DO UPDATE cannot touch the same row twice in one statement.
+    rows = await conn.fetch(
         """
         INSERT INTO ingest.suppressions (key_hash, kind)
-        SELECT k, kind FROM unnest($1::bytea[], $2::text[]) AS t(k, kind)
-        ON CONFLICT (key_hash) DO NOTHING
+        SELECT DISTINCT ON (k) k, kind FROM unnest($1::bytea[], $2::text[]) AS t(k, kind)
+        ON CONFLICT (key_hash) DO UPDATE SET last_objected_at = now()
+        RETURNING xmax = 0 AS added
         """,
         [k for k, _ in keys],
         [kind for _, kind in keys],
     )
-    return _count(result)
+    return sum(1 for row in rows if row["added"])
 
 
-async def remove_suppression(conn: Conn, key: bytes) -> int:
-    """Lift a suppression (only after a confirmed opt-in)."""
-    return _count(await conn.execute("DELETE FROM ingest.suppressions WHERE key_hash = $1", key))
+async def remove_suppression(conn: Conn, key: bytes, objected_before: datetime) -> int:
+    """Lift a suppression last objected to before `objected_before` (a confirmed opt-in's link issue time).
+
+    The condition is in the DELETE itself: an objection committed while the opt-in runs
+    is re-checked on the row's newest version and stays.
+    """
+    return _count(
+        await conn.execute(
+            "DELETE FROM ingest.suppressions WHERE key_hash = $1 AND last_objected_at < $2",
+            key,
+            objected_before,
+        )
+    )
 
 
 async def suppressed(conn: Conn, keys: Sequence[bytes]) -> list[bytes]:
@@ -335,8 +352,12 @@ async def open_request(conn: Conn, kind: str, subject_hash: bytes, actor: str, r
     return request_id
 
 
-async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[bytes], actor: str) -> int:
-    """Close the open requests of this kind for this person, or record one done now."""
+async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[bytes]) -> int:
+    """Close the open requests of this kind for this person; return how many.
+
+    A right exercised with no request open leaves no row here: the audit log records it,
+    without anything that identifies the person.
+    """
     result: str = await conn.execute(
         """
         UPDATE ingest.subject_requests SET completed_at = now()
@@ -345,18 +366,19 @@ async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[byte
         kind,
         list(subject_hashes),
     )
-    closed = _count(result)
-    if closed == 0 and subject_hashes:
-        await conn.execute(
-            """
-            INSERT INTO ingest.subject_requests (kind, subject_hash, due_at, completed_at, actor)
-            VALUES ($1, $2, now() + interval '1 month', now(), $3)
-            """,
-            kind,
-            subject_hashes[0],
-            actor,
-        )
-    return closed
+    return _count(result)
+
+
+async def forget_answered_requests(conn: Conn, days: int) -> int:
+    """Drop the keyed hash of requests answered more than `days` ago (the row and its dates stay)."""
+    result: str = await conn.execute(
+        """
+        UPDATE ingest.subject_requests SET subject_hash = NULL
+         WHERE subject_hash IS NOT NULL AND completed_at < now() - make_interval(days => $1)
+        """,
+        days,
+    )
+    return _count(result)
 
 
 async def open_requests(conn: Conn) -> list[asyncpg.Record]:
@@ -445,3 +467,42 @@ async def chain_head(conn: Conn, chain: str) -> str:
 def _count(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def confirm_link_refused(conn: Conn, email_hash: bytes, digest: bytes, issued_at: datetime) -> bool:
+    """Whether a confirmation link is used up, or older than the latest objection it would lift.
+
+    The objections it would lift: the e-mail hash's and those of the phones of the
+    contacts with that e-mail (what confirm_opt_in removes).
+    """
+    refused: bool = await conn.fetchval(
+        """
+        SELECT EXISTS (SELECT 1 FROM ingest.used_links WHERE digest = $2)
+            OR EXISTS (SELECT 1 FROM ingest.suppressions s
+                        WHERE s.last_objected_at >= $3
+                          AND (s.key_hash = $1 OR s.key_hash IN (SELECT c.phone_hash FROM ingest.contacts c
+                                                                  WHERE c.email_hash = $1)))
+        """,
+        email_hash,
+        digest,
+        issued_at,
+    )
+    return refused
+
+
+async def use_link(conn: Conn, digest: bytes, expires_at: datetime) -> bool:
+    """Record a single-use link as used; False if it already was (a concurrent use waits, then sees it)."""
+    result: str = await conn.execute(
+        """
+        INSERT INTO ingest.used_links (digest, expires_at) VALUES ($1, $2)
+        ON CONFLICT (digest) DO NOTHING
+        """,
+        digest,
+        expires_at,
+    )
+    return _count(result) == 1
+
+
+async def delete_expired_used_links(conn: Conn) -> int:
+    """Forget used links past their expiry (an expired link is refused anyway)."""
+    return _count(await conn.execute("DELETE FROM ingest.used_links WHERE expires_at <= now()"))

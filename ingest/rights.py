@@ -7,6 +7,7 @@ Shared by the admin API (web/admin.py) and the command line (cli.py).
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +20,11 @@ from ingest import normalise
 from ingest import repository_subjects as sql
 from ingest.config import Config
 from ingest.errors import InvalidLink, ValidationFailed
+from ingest.links import LinkClaim
 from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
 from ingest.repository import lock_feed
 from ingest.service import with_retries
+from ingest.store import leases
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -43,7 +46,11 @@ def _retried(right: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 EXPORT_FORMAT = "qualitydesk-ingest/subject-export/v1"
 PURGE_CHUNK = 100
-PURGE_LOCK_KEY = 0x7075726765  # "purge": one replica purges at a time
+PURGE_LEASE = "purge"  # one replica purges at a time
+PURGE_LEASE_SECONDS = 3600.0  # a holder that died frees it after this
+# How long an answered request keeps the keyed hash of the person's e-mail or phone: long
+# enough to match a follow-up ("I asked you last week"), then only its dates remain.
+REQUEST_HASH_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +112,7 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
         for contact_id in contact_ids:
             keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
         suppressed = set(await sql.suppressed(conn, [k for k, _ in keys]))
-        await sql.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
         await sql.audit(conn, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)})
     notice_versions = sorted({s["notice_version"] for c in contacts for s in c["submissions"]})
     return {
@@ -133,7 +140,7 @@ async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -
         report = await _erase_contacts(conn, contact_ids)
         report["pending_chats"] = pending
         report["phone_values_removed"] = phone_values
-        await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
         await sql.audit(conn, actor, "erase", report)
     return report
 
@@ -158,7 +165,7 @@ async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str)
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
         report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
-        await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)], actor)
+        await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
         await sql.audit(conn, actor, "opt-out", report)
     return report
 
@@ -197,18 +204,31 @@ async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes) -> dict[str, int]:
 
 @_retried
 async def confirm_opt_in(
-    pool: asyncpg.Pool, config: Config, email_hash: bytes, consent_id: str
+    pool: asyncpg.Pool, config: Config, claim: LinkClaim, *, check_only: bool = False
 ) -> dict[str, int]:
-    """A confirmed opt-in (the person opened the signed link): lift the suppression, record the grant."""
-    consent = config.consents.get(consent_id)
-    if consent is None:
+    """A confirmed opt-in (the person opened the signed link): lift the suppression, record the grant.
+
+    The link works once, and only if it was issued after the latest objection it would
+    lift (InvalidLink otherwise). `check_only`: only that check, in a read-only
+    transaction (the GET page, which must change nothing).
+    """
+    consent = config.consents.get(claim.consent_id or "")
+    if consent is None or claim.issued_at is None:
         raise InvalidLink
-    async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.contacts_by_email_hash(conn, email_hash)
+    async with pool.acquire() as conn, conn.transaction(readonly=check_only):
+        if await sql.confirm_link_refused(conn, claim.email_hash, claim.digest, claim.issued_at):
+            raise InvalidLink
+        if check_only:
+            return {}
+        # First, so that of two concurrent uses the second waits on this key, then fails.
+        if not await sql.use_link(conn, claim.digest, claim.expires_at):
+            raise InvalidLink
+        contact_ids = await sql.contacts_by_email_hash(conn, claim.email_hash)
         # The person proved they hold the address: lift the objection recorded for
-        # it and for the phone numbers of the same contacts.
-        keys = {email_hash} | {key for key, _ in await sql.contact_keys(conn, contact_ids)}
-        lifted = sum([await sql.remove_suppression(conn, key) for key in sorted(keys)])
+        # it and for the phone numbers of the same contacts, unless objected to again
+        # since the link was issued.
+        keys = {claim.email_hash} | {key for key, _ in await sql.contact_keys(conn, contact_ids)}
+        lifted = sum([await sql.remove_suppression(conn, key, claim.issued_at) for key in sorted(keys)])
         await _lock_for_feed(conn, contact_ids)
         granted = await sql.record_consent_for_contacts(
             conn,
@@ -247,16 +267,24 @@ async def purge(
 ) -> dict[str, int]:
     """Erase contacts whose retention ran out, and expired chat pieces (Art. 5(1)(e)).
 
-    Runs in chunks (one transaction each) under an advisory lock, so two replicas
-    never purge at once; returns what was (or, dry run, would be) removed.
+    Runs in chunks (one transaction each) under a lease, so two replicas never purge
+    at once; returns what was (or, dry run, would be) removed.
     """
-    async with pool.acquire() as lock_conn:
-        if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):
+    holder = f"{actor}:{uuid.uuid4()}"
+    async with pool.acquire() as conn:
+        if not await leases.acquire(conn, PURGE_LEASE, holder, PURGE_LEASE_SECONDS):
             return {"skipped_locked": 1}
-        try:
-            return await _purge_locked(pool, now, actor, dry_run, progress)
-        finally:
-            await lock_conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+    completed = False
+    try:
+        report = await _purge_locked(pool, now, actor, dry_run, progress)
+        if not dry_run:
+            async with pool.acquire() as conn:
+                report["request_hashes_dropped"] = await sql.forget_answered_requests(conn, REQUEST_HASH_DAYS)
+        completed = not dry_run
+        return report
+    finally:
+        async with pool.acquire() as conn:
+            await leases.release(conn, PURGE_LEASE, holder, completed=completed)
 
 
 async def _purge_locked(
@@ -283,6 +311,7 @@ async def _purge_locked(
             progress(report["contacts"], total)
     async with pool.acquire() as conn, conn.transaction():
         report["pending_chats"] = await repository.delete_expired_pending_chats(conn)
+        report["used_links"] = await sql.delete_expired_used_links(conn)
         await sql.audit(conn, actor, "purge", report)
     return report
 

@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -61,8 +62,31 @@ def template_db(server_dsn: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(migrate())
+    asyncio.run(_admin(server_dsn, *APP_ROLE_STATEMENTS))
     yield name
     asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
+
+
+# The service connects as a login role that is only a member of ingest_runtime, as in
+# production: the whole suite then shows the runtime role's privileges suffice.
+APP_ROLE = "ingest_test_app"
+APP_ROLE_STATEMENTS = (
+    """
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ingest_test_app') THEN
+            CREATE ROLE ingest_test_app LOGIN;
+        END IF;
+    END $$
+    """,
+    "GRANT ingest_runtime TO ingest_test_app",
+)
+
+
+def as_role(dsn: str, role: str) -> str:
+    """The same database, connecting as another role (the test server trusts local connections)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, f"{role}@{host}", parts.path, parts.query, parts.fragment))
 
 
 @pytest.fixture
@@ -81,6 +105,8 @@ def db_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
     asyncio.run(
         _admin(server_dsn, f"CREATE DATABASE {quote_db_name(name)} TEMPLATE {quote_db_name(template_db)}")
     )
+    # Database-level privileges are not copied from a template.
+    asyncio.run(_admin(with_database(server_dsn, name), migrations.DATABASE_PRIVILEGES))
     yield with_database(server_dsn, name)
     asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)"))
 
@@ -109,16 +135,22 @@ def config():
 
 
 @pytest.fixture
-async def client(aiohttp_client, db_dsn, config, log_output):
-    """A test client for the app built by the real factory, on a fresh database."""
-    return await aiohttp_client(create_app(config, db_dsn, PEPPER))
+def app_dsn(db_dsn: str) -> str:
+    """The test's database, as the service's runtime role."""
+    return as_role(db_dsn, APP_ROLE)
 
 
 @pytest.fixture
-def make_client(aiohttp_client, db_dsn, log_output):
+async def client(aiohttp_client, app_dsn, config, log_output):
+    """A test client for the app built by the real factory, on a fresh database, as the runtime role."""
+    return await aiohttp_client(create_app(config, app_dsn, PEPPER))
+
+
+@pytest.fixture
+def make_client(aiohttp_client, app_dsn, log_output):
     """Build a test client for an app with the given config, on this test's database."""
 
     async def build(config):
-        return await aiohttp_client(create_app(config, db_dsn, PEPPER))
+        return await aiohttp_client(create_app(config, app_dsn, PEPPER))
 
     return build

@@ -47,7 +47,11 @@ def live(server_dsn: str, template_db: str, tmp_path_factory) -> Iterator[tuple[
         )
     )
     dsn = with_database(server_dsn, name)
-    process, port = start_server(config, server_env(DATABASE_URL=dsn, INGEST_PEPPER="browser"), tmp / "log")
+    process, port = start_server(
+        config,
+        server_env(DATABASE_URL=dsn, INGEST_PEPPER="browser-pepper-0123456789abcdef-0123"),
+        tmp / "log",
+    )
     try:
         wait_ready(port, process)
         yield f"http://127.0.0.1:{port}", dsn

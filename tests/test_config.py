@@ -153,16 +153,17 @@ def test_an_empty_secret_env_list_is_a_start_up_error():
 def test_a_secret_env_list_resolves_every_secret_in_order_for_rotation():
     raw = base_config_dict()
     raw["sources"]["partner-forms"]["secret_env"] = ["PARTNER_SECRET_OLD", "PARTNER_SECRET_NEW"]
-    environ = {**secrets_environ(), "PARTNER_SECRET_OLD": "whsec_old", "PARTNER_SECRET_NEW": " whsec_new\n"}
+    old, new = "whsec_" + "b2xk" * 8, "whsec_" + "bmV3" * 8  # 24 bytes each
+    environ = {**secrets_environ(), "PARTNER_SECRET_OLD": old, "PARTNER_SECRET_NEW": f" {new}\n"}
     config = parse_config(raw, environ)
-    assert config.sources["partner-forms"].secrets == ("whsec_old", "whsec_new")
+    assert config.sources["partner-forms"].secrets == (old, new)
     assert config.sources["partner-chat"].secrets == (PARTNER_SECRET,)
 
 
 def test_a_secret_env_list_with_one_variable_unset_names_the_key_and_the_variable():
     raw = base_config_dict()
     raw["sources"]["partner-forms"]["secret_env"] = ["PARTNER_SECRET_OLD", "PARTNER_SECRET_NEW"]
-    environ = {**secrets_environ(), "PARTNER_SECRET_OLD": "whsec_old"}
+    environ = {**secrets_environ(), "PARTNER_SECRET_OLD": "whsec_" + "b2xk" * 8}
     message = config_error(raw, environ)
     assert_names(message, "sources.partner-forms.secret_env")
     assert "PARTNER_SECRET_NEW" in message
@@ -363,3 +364,63 @@ def test_the_packaged_example_without_its_secret_is_a_start_up_error():
     with pytest.raises(ConfigError) as info:
         load_config(EXAMPLE, {})
     assert_names(str(info.value), "sources.partner-forms.secret_env")
+
+
+# --- secrets: placeholders and values below their format's floor are refused -------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("x", "not a Standard Webhooks secret"),
+        ("whsec_REPLACE", "placeholder"),
+        ("whsec_changeme", "placeholder"),
+        ("whsec_" + "QUFB", "decodes to 24-64 bytes"),  # 3 bytes: the 'whsec_REPLACE' class
+        ("whsec_" + "A" * 100, "decodes to 24-64 bytes"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "README's example secret"),
+    ],
+)
+def test_a_standard_webhooks_secret_below_its_floor_or_a_placeholder_is_refused_naming_the_variable(
+    value, reason
+):
+    environ = {**secrets_environ(), "PARTNER_FORMS_SECRET": value}
+    with pytest.raises(ConfigError, match=reason) as caught:
+        parse_config(base_config_dict(), environ)
+    assert "PARTNER_FORMS_SECRET" in str(caught.value)
+    assert value not in str(caught.value).replace("PARTNER_FORMS_SECRET", "")
+
+
+def test_the_readme_example_secret_is_accepted_only_where_the_embedded_default_allows_it():
+    environ = {**secrets_environ(), "PARTNER_FORMS_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    assert parse_config(base_config_dict(), environ, example_secrets_allowed=True).sources["partner-forms"]
+
+
+@pytest.mark.parametrize("value", ["REPLACE_ME", "changeme-please", "short"])
+def test_a_provider_secret_that_is_a_placeholder_or_too_short_is_refused(value):
+    raw = base_config_dict()
+    raw["sources"]["tawk"] = {
+        "channel": "chat",
+        "format": "tawkto",
+        "secret_env": "TAWK_SECRET",
+        "purposes": ["contact"],
+    }
+    with pytest.raises(ConfigError, match="TAWK_SECRET"):
+        parse_config(raw, {**secrets_environ(), "TAWK_SECRET": value})
+
+
+def test_an_admin_token_hash_pasted_from_sha256sum_is_accepted_and_an_empty_tokens_is_refused():
+    digest = hashlib.sha256(b"a-real-admin-token").hexdigest()
+    environ = {**secrets_environ(), "INGEST_TOKEN_AUDITOR": f"{digest}  -"}
+    tokens = {t.name: t for t in parse_config(base_config_dict(), environ).admin_tokens}
+    assert tokens["auditor"].sha256 == bytes.fromhex(digest)
+    environ["INGEST_TOKEN_AUDITOR"] = hashlib.sha256(b"").hexdigest()
+    with pytest.raises(ConfigError, match="INGEST_TOKEN_AUDITOR"):
+        parse_config(base_config_dict(), environ)
+
+
+@pytest.mark.parametrize("pepper", ["short", "REPLACE-with-a-long-random-value-0123456789"])
+def test_a_weak_or_placeholder_pepper_is_refused(pepper):
+    from ingest.secrets import check_pepper
+
+    with pytest.raises(ConfigError, match="INGEST_PEPPER"):
+        check_pepper(pepper)

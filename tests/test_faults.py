@@ -88,7 +88,7 @@ def server_factory(tmp_path: Path) -> Iterator:
     def start(dsn: str) -> tuple[subprocess.Popen[bytes], str]:
         config = tmp_path / "ingest.toml"
         config.write_text(LIVE_CONFIG_TOML)
-        env = server_env(DATABASE_URL=dsn, INGEST_PEPPER="fault-pepper")
+        env = server_env(DATABASE_URL=dsn, INGEST_PEPPER="fault-pepper-0123456789abcdef-01234")
         process, port = start_server(config, env, tmp_path / f"server-{len(processes)}.log")
         processes.append(process)
         wait_ready(port, process)

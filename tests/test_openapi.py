@@ -10,10 +10,11 @@ from pathlib import Path
 from ingest.config import load_config
 from ingest.web.app import create_app
 from ingest.web.openapi import build_spec, render_markdown
+from tests.support import PARTNER_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "ingest.example.toml"
-ENV = {"PARTNER_FORMS_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+ENV = {"PARTNER_FORMS_SECRET": PARTNER_SECRET}
 
 
 def example_spec() -> dict:

@@ -131,7 +131,13 @@ async def test_a_phone_only_contact_is_reached_by_its_phone_not_through_an_email
     assert removed["contacts"] == 2
     assert removed["phone_values_removed"] == 2  # the number beside Olli's address (contact, submission)
     dump = await dump_database(db)
-    for value in ("phone-only secret", "private question", "maija@example.fi", "Meikäläinen", "+358401234567"):
+    for value in (
+        "phone-only secret",
+        "private question",
+        "maija@example.fi",
+        "Meikäläinen",
+        "+358401234567",
+    ):
         assert value not in dump
     assert "Olli's words" in dump
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import email.utils
 import functools
 import hmac
 import json
-import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +20,13 @@ from ingest.errors import InvalidSignature, MalformedBody, UnsupportedMediaType,
 
 MAX_FORM_FIELDS = 200
 MAX_MULTIPART_HEADER = 1024  # bytes of one part's header block (a browser's are ~100)
+# A browser writes Content-Disposition and at most Content-Type, one line each, with
+# two or three parameters; the mail parser's header parsing costs ~10 ms per
+# KiB of hostile parameters, so a part header beyond these is refused unparsed.
+MAX_PART_HEADER_LINES = 4
+MAX_PART_HEADER_PARAMETERS = 8
+# Longest Content-Type header read; real ones are under 100 bytes.
+MAX_CONTENT_TYPE = 1024
 _CACHED_HEADER_MAX = 200
 _CHARSETS = {
     "utf-8": "utf-8",
@@ -61,6 +68,9 @@ class Adapter(Protocol):
     # (Intercom, LiveChat, Zendesk, Typeform) need more than the 64 KiB default:
     # a 413 never succeeds on retry. None: [limits] max_body_bytes.
     max_body_bytes: ClassVar[int | None]
+    # How config checks this format's secrets: "standard_webhooks" (whsec_, 24-64 bytes) or
+    # "shared" (a provider-issued or chosen secret: no placeholder, long enough).
+    secret_kind: ClassVar[str]
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Raise ConfigError (naming the key) if the source's settings cannot work."""
@@ -79,6 +89,7 @@ class BaseAdapter:
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
     success_status: ClassVar[int | None] = None
     max_body_bytes: ClassVar[int | None] = None
+    secret_kind: ClassVar[str] = "shared"  # noqa: S105 - a kind of secret, not a secret
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Accept any settings by default."""
@@ -98,7 +109,11 @@ def body_limit(adapter: Adapter, source: Source, default: int) -> int:
 def _media_type(content_type: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     msg = email.message.Message()
     msg["content-type"] = content_type
-    params = tuple((k.lower(), v) for k, v in msg.get_params(failobj=[])[1:])
+    params = tuple(
+        # An RFC 2231 parameter (`charset*=utf-8''x`) comes back as a tuple: its text is the value.
+        (k.lower(), email.utils.collapse_rfc2231_value(v))
+        for k, v in msg.get_params(failobj=[])[1:]
+    )
     return msg.get_content_type().lower(), params
 
 
@@ -106,8 +121,12 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
     """Split a Content-Type header into its lower-cased media type and parameters.
 
     Senders repeat the same few headers, so the parse is cached (the header is not
-    personal data); a header too long to be real is parsed without caching.
+    personal data); a header too long to be real is parsed without caching, and one
+    over MAX_CONTENT_TYPE is refused unparsed (email's parameter split is quadratic
+    in the number of `;` inside an open quote).
     """
+    if len(content_type) > MAX_CONTENT_TYPE:
+        raise UnsupportedMediaType
     parse = _media_type if len(content_type) <= _CACHED_HEADER_MAX else _media_type.__wrapped__
     kind, params = parse(content_type)
     return kind, dict(params)
@@ -184,27 +203,55 @@ def parse_urlencoded(body: bytes, params: Mapping[str, str]) -> list[tuple[str, 
 def _plain_form_data(body: bytes, content_type: str) -> bool:
     """Cheap checks before the e-mail parser, which takes seconds on hostile headers.
 
-    A browser's form-data has short part headers and no nested multipart parts
-    (which we refuse anyway): anything else is refused unparsed.
+    A browser's form-data has at most MAX_FORM_FIELDS parts, short one-line part
+    headers and no nested multipart parts (which we refuse anyway): anything else
+    is refused unparsed. One pass over the lines, split as the e-mail parser splits
+    them (CR, LF or CRLF), so the work is linear in the body.
     """
     if len(content_type) > MAX_MULTIPART_HEADER:
         return False
     boundary = media_type(content_type)[1].get("boundary", "").strip('"')
     if not boundary or len(boundary) > 70 or not boundary.isascii():  # noqa: PLR2004 - RFC 2046
         return False
-    # Each part's header block: after a boundary line, up to the blank line that ends it.
-    blocks = re.findall(
-        rb"(?:^|\n)--" + re.escape(boundary.encode("ascii")) + rb"[ \t]*\r?\n((?:[^\r\n]+\r?\n)*?)\r?\n",
-        body,
-    )
-    return all(len(block) <= MAX_MULTIPART_HEADER and b"multipart/" not in block.lower() for block in blocks)
+    delimiter = b"--" + boundary.encode("ascii")
+    parts = 0
+    header_lines = -1  # lines of the part header being read; -1 outside a part header
+    header_bytes = 0
+    for line in body.splitlines():
+        rest = line[len(delimiter) :] if line.startswith(delimiter) else None
+        # The mail parser's boundary line: the delimiter, an optional "--", then blanks.
+        if rest is not None and not rest.removeprefix(b"--").strip(b" \t"):
+            if rest.startswith(b"--"):
+                return True  # what follows is the epilogue, never parsed into parts
+            parts += 1
+            if parts > MAX_FORM_FIELDS:
+                return False
+            header_lines, header_bytes = 0, 0
+        elif header_lines < 0:
+            continue  # preamble or a part's content
+        elif not line:
+            header_lines = -1  # the blank line that ends a part header
+        else:
+            header_lines += 1
+            header_bytes += len(line) + 2
+            if (
+                header_lines > MAX_PART_HEADER_LINES
+                or header_bytes > MAX_MULTIPART_HEADER
+                or line.startswith((b" ", b"\t"))  # obsolete line folding
+                or line.count(b";") > MAX_PART_HEADER_PARAMETERS
+                or b"multipart/" in line.lower()
+            ):
+                return False
+    return True
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """Parse multipart/form-data text fields; file parts are refused."""
     if not _plain_form_data(body, content_type):  # also: no boundary, no parse
         raise MalformedBody
-    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    # compat32 keeps header values as text: email.policy.HTTP's header parser costs
+    # tens of ms on a 1 KiB header of many words, superlinear in its length.
+    parser = email.parser.BytesParser(policy=email.policy.compat32)
     try:
         message = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     except (ValueError, UnicodeError, IndexError, TypeError, RecursionError):
@@ -214,25 +261,42 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     parts = message.get_payload()
     if not isinstance(parts, list) or not parts or len(parts) > MAX_FORM_FIELDS:
         raise MalformedBody
-    pairs = []
-    for part in parts:
-        if (
-            not isinstance(part, email.message.Message)
-            or part.is_multipart()
-            or part.get_content_disposition() != "form-data"
-        ):
-            raise MalformedBody
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            raise MalformedBody
-        if part.get_param("filename", header="content-disposition") is not None:
-            raise ValidationFailed({"file": ["File uploads are not accepted."]})  # its name is not echoed
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            raise MalformedBody
-        charset = part.get_content_charset() or "utf-8"
-        pairs.append((name, decode_text(payload, {"charset": charset})))
-    return pairs
+    return [_text_field(part) for part in parts]
+
+
+def _text_field(part: object) -> tuple[str, str]:
+    """One form-data part's name and text; a file part is refused."""
+    if not isinstance(part, email.message.Message) or part.is_multipart():
+        raise MalformedBody
+    headers = _readable_headers(part)
+    if headers.get_content_disposition() != "form-data":
+        raise MalformedBody
+    name = _param(headers, "name")
+    if name is None:
+        raise MalformedBody
+    if _param(headers, "filename") is not None:
+        raise ValidationFailed({"file": ["File uploads are not accepted."]})  # its name is not echoed
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        raise MalformedBody
+    charset = headers.get_content_charset() or "utf-8"
+    return name, decode_text(payload, {"charset": charset})
+
+
+def _readable_headers(part: email.message.Message) -> email.message.Message:
+    """A part's headers as text: the parser keeps their raw bytes as surrogates, browsers send UTF-8."""
+    headers = email.message.Message()
+    for key, value in part.raw_items():
+        headers[key] = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    return headers
+
+
+def _param(headers: email.message.Message, name: str) -> str | None:
+    """One Content-Disposition parameter; an RFC 2231 one (`name*=utf-8''...`) decoded."""
+    value = headers.get_param(name, header="content-disposition")
+    if value is None:
+        return None
+    return email.utils.collapse_rfc2231_value(value)
 
 
 def form_pairs(adapter: Adapter, request: InboundRequest) -> list[tuple[str, str]]:

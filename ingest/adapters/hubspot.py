@@ -57,6 +57,7 @@ class HubSpotAdapter(BaseAdapter):
 
     name: ClassVar[str] = "hubspot"
     channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
+    secret_kind: ClassVar[str] = "standard_webhooks"  # noqa: S105 - a format name, not a secret
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """The mapping must name fields; purposes in options must be purposes of the notice."""

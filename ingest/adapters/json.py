@@ -45,6 +45,7 @@ class JsonAdapter(BaseAdapter):
 
     name: ClassVar[str] = "json"
     channels: ClassVar[frozenset[Channel]] = frozenset({"form", "chat"})
+    secret_kind: ClassVar[str] = "standard_webhooks"  # noqa: S105 - a format name, not a secret
 
     def parse(self, source: Source, request: InboundRequest) -> Sequence[Item]:
         """Verify, then take the canonical keys and the consents object."""

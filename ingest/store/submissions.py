@@ -24,7 +24,7 @@ from datetime import datetime
 
 from ingest.domain import Envelope, Outcome
 from ingest.pseudonyms import canonical_email, delivery_digest, email_key, phone_key
-from ingest.repository import FEED_LOCK_KEY, Conn, ensure_consent_texts
+from ingest.repository import Conn, ensure_consent_texts
 
 
 @dataclass(slots=True)
@@ -366,31 +366,31 @@ WITH contact_updates AS (
        SET name = COALESCE(u.n, c.name),
            phone = COALESCE(u.p, c.phone),
            phone_hash = COALESCE(u.ph, c.phone_hash)
-      FROM unnest($25::uuid[], $26::text[], $27::text[], $28::bytea[]) AS u(id, n, p, ph)
+      FROM unnest($24::uuid[], $25::text[], $26::text[], $27::bytea[]) AS u(id, n, p, ph)
      WHERE c.contact_id = u.id
 ), feed_lock AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock($1::bigint)
+    SELECT id FROM ingest.feed_lock FOR UPDATE
 ), subs AS (
     INSERT INTO ingest.submissions
            (submission_id, contact_id, source, channel, message, notice_version, received_at,
             name, email, phone)
     SELECT i, c, s, ch, m, n, r, nm, em, ph
       FROM feed_lock,
-           unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-                  $8::timestamptz[], $22::text[], $23::text[], $24::text[])
+           unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                  $7::timestamptz[], $21::text[], $22::text[], $23::text[])
            WITH ORDINALITY AS t(i, c, s, ch, m, n, r, nm, em, ph, o)
      ORDER BY o
     RETURNING submission_id
 ), purposes AS (
     INSERT INTO ingest.submission_purposes (submission_id, purpose, lawful_basis, retention_days)
-    SELECT * FROM unnest($9::uuid[], $10::text[], $11::text[], $12::int[])
+    SELECT * FROM unnest($8::uuid[], $9::text[], $10::text[], $11::int[])
 ), events AS (
     INSERT INTO ingest.consent_events
            (contact_id, submission_id, consent_id, purpose, granted, text_sha256, source,
             notice_version, recorded_at)
     SELECT c, s, k, p, g, h, src, n, r
-      FROM unnest($13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::bool[], $18::text[],
-                  $19::text[], $20::text[], $21::timestamptz[]) WITH ORDINALITY
+      FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::bool[], $17::text[],
+                  $18::text[], $19::text[], $20::timestamptz[]) WITH ORDINALITY
            AS t(c, s, k, p, g, h, src, n, r, o)
      ORDER BY o
 ), notified AS (
@@ -404,7 +404,6 @@ async def insert_rows(conn: Conn, rows: BatchRows) -> None:
     """Write the batch's contact updates, submissions, purposes and consent events in one statement."""
     await conn.fetchval(
         _INSERT_ROWS,
-        FEED_LOCK_KEY,
         rows.submission_ids,
         rows.contact_ids,
         rows.sources,
