@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -24,7 +24,7 @@ from ingest.links import LinkClaim
 from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
 from ingest.repository import lock_feed
 from ingest.service import with_retries
-from ingest.store import leases
+from ingest.store import leases, ledger
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -113,7 +113,9 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
             keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
         suppressed = set(await sql.suppressed(conn, [k for k, _ in keys]))
         await sql.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(conn, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)})
+        await sql.audit(
+            conn, pepper, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)}
+        )
     notice_versions = sorted({s["notice_version"] for c in contacts for s in c["submissions"]})
     return {
         "format": EXPORT_FORMAT,
@@ -141,7 +143,7 @@ async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -
         report["pending_chats"] = pending
         report["phone_values_removed"] = phone_values
         await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(conn, actor, "erase", report)
+        await sql.audit(conn, pepper, actor, "erase", report)
     return report
 
 
@@ -164,14 +166,14 @@ async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str)
     """Record a direct-marketing objection that outlives erasure (Art. 21)."""
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
-        report = await _object(conn, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
+        report = await _object(conn, pepper, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
         await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(conn, actor, "opt-out", report)
+        await sql.audit(conn, pepper, actor, "opt-out", report)
     return report
 
 
 async def _object(
-    conn: Any, contact_ids: list[Any], keys: list[tuple[bytes, str]], source: str
+    conn: Any, pepper: str, contact_ids: list[Any], keys: list[tuple[bytes, str]], source: str
 ) -> dict[str, int]:
     keys = keys + [k for k in await sql.contact_keys(conn, contact_ids) if k not in keys]
     new = await sql.add_suppressions(conn, keys)
@@ -181,6 +183,7 @@ async def _object(
         await _lock_for_feed(conn, contact_ids)
         withdrawn = await sql.record_consent_for_contacts(
             conn,
+            pepper,
             contact_ids,
             sql.OBJECTION_CONSENT_ID,
             "direct_marketing",
@@ -193,18 +196,18 @@ async def _object(
 
 
 @_retried
-async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes) -> dict[str, int]:
+async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes, pepper: str) -> dict[str, int]:
     """One-click unsubscribe from a signed link (RFC 8058): an objection by e-mail hash."""
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await sql.contacts_by_email_hash(conn, email_hash)
-        report = await _object(conn, contact_ids, [(email_hash, "email")], source="unsubscribe-link")
-        await sql.audit(conn, "unsubscribe-link", "unsubscribe", report)
+        report = await _object(conn, pepper, contact_ids, [(email_hash, "email")], source="unsubscribe-link")
+        await sql.audit(conn, pepper, "unsubscribe-link", "unsubscribe", report)
     return report
 
 
 @_retried
 async def confirm_opt_in(
-    pool: asyncpg.Pool, config: Config, claim: LinkClaim, *, check_only: bool = False
+    pool: asyncpg.Pool, config: Config, claim: LinkClaim, pepper: str, *, check_only: bool = False
 ) -> dict[str, int]:
     """A confirmed opt-in (the person opened the signed link): lift the suppression, record the grant.
 
@@ -232,6 +235,7 @@ async def confirm_opt_in(
         await _lock_for_feed(conn, contact_ids)
         granted = await sql.record_consent_for_contacts(
             conn,
+            pepper,
             contact_ids,
             consent.consent_id,
             consent.purpose,
@@ -244,7 +248,7 @@ async def confirm_opt_in(
             "suppression_entries_removed": lifted,
             "consents_granted": granted,
         }
-        await sql.audit(conn, "confirm-link", "confirm-opt-in", report)
+        await sql.audit(conn, pepper, "confirm-link", "confirm-opt-in", report)
     return report
 
 
@@ -254,7 +258,7 @@ async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper
     key = subject.keys(pepper)[0][0]
     async with pool.acquire() as conn, conn.transaction():
         request_id = await sql.open_request(conn, kind, key, actor, datetime.now(UTC))
-        await sql.audit(conn, actor, "request", {"kind": kind, "request_id": request_id})
+        await sql.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
     return request_id
 
 
@@ -262,6 +266,7 @@ async def purge(
     pool: asyncpg.Pool,
     now: datetime,
     actor: str,
+    pepper: str,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
@@ -276,7 +281,7 @@ async def purge(
             return {"skipped_locked": 1}
     completed = False
     try:
-        report = await _purge_locked(pool, now, actor, dry_run, progress)
+        report = await _purge_locked(pool, now, actor, pepper, dry_run, progress)
         if not dry_run:
             async with pool.acquire() as conn:
                 report["request_hashes_dropped"] = await sql.forget_answered_requests(conn, REQUEST_HASH_DAYS)
@@ -288,7 +293,12 @@ async def purge(
 
 
 async def _purge_locked(
-    pool: asyncpg.Pool, now: datetime, actor: str, dry_run: bool, progress: Callable[[int, int], None] | None
+    pool: asyncpg.Pool,
+    now: datetime,
+    actor: str,
+    pepper: str,
+    dry_run: bool,
+    progress: Callable[[int, int], None] | None,
 ) -> dict[str, int]:
     from ingest import repository  # noqa: PLC0415 - the pending-chat statement lives with the write path
 
@@ -312,42 +322,24 @@ async def _purge_locked(
     async with pool.acquire() as conn, conn.transaction():
         report["pending_chats"] = await repository.delete_expired_pending_chats(conn)
         report["used_links"] = await sql.delete_expired_used_links(conn)
-        await sql.audit(conn, actor, "purge", report)
+        await sql.audit(conn, pepper, actor, "purge", report)
     return report
 
 
-def _first_broken_link(rows: list[Any], head: str) -> str | None:
-    """Follow the links from genesis; say where the chain breaks, or None when it is whole.
+async def verify_chains(
+    pool: asyncpg.Pool, pepper: str, anchors: Sequence[ledger.Anchor] = ()
+) -> list[ledger.ChainReport]:
+    """Verify the consent and audit chains in one snapshot (store/ledger.py): one report per chain.
 
-    Links are followed by `prev_hash`, not by id: ids are drawn before the head is
-    locked, so two concurrent inserts may link up in the other order. The walk must
-    visit every row and end at the recorded head (rows removed from the end would
-    otherwise go unseen).
+    `anchors`: heads recorded outside the database earlier (`ingest audit head`); each must
+    still be in its chain, which shows a tail cut off even when the head was moved back.
     """
-    following: dict[str, list[Any]] = {}
-    for row in rows:
-        following.setdefault(row["prev_hash"], []).append(row)
-    previous, walked = "genesis", set()
-    while nexts := following.get(previous):
-        row = min(nexts, key=lambda r: r["id"])
-        if len(nexts) > 1 or row["row_hash"] != row["computed"] or row["id"] in walked:
-            return f"at id {row['id']}"
-        previous = row["row_hash"]
-        walked.add(row["id"])
-    if len(walked) != len(rows):
-        return f"at id {min(r['id'] for r in rows if r['id'] not in walked)}"
-    if previous != head:
-        return f"after id {rows[-1]['id'] if rows else '-'}: the chain's recorded head is missing"
-    return None
+    key = ledger.chain_key(pepper)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        return [await ledger.verify(conn, key, chain, anchors) for chain in ledger.CHAINS]
 
 
-async def verify_chains(pool: asyncpg.Pool) -> list[str]:
-    """Walk the consent and audit hash chains; return a line per chain (first broken link, or OK)."""
-    lines = []
+async def ledger_heads(pool: asyncpg.Pool) -> list[ledger.Head]:
+    """The chains' heads, for an operator to anchor outside the database."""
     async with pool.acquire() as conn:
-        for chain in ("consent_events", "audit_log"):
-            rows = await sql.chain_rows(conn, chain)
-            head = await sql.chain_head(conn, chain)
-            broken = _first_broken_link(rows, head)
-            lines.append(f"{chain}: {'OK' if broken is None else f'BROKEN {broken}'} ({len(rows)} rows)")
-    return lines
+        return await ledger.heads(conn)
