@@ -33,12 +33,22 @@ def error_response(error: errors.IngestError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=dict(error.headers))
 
 
+# Headers of aiohttp's own errors that are part of their meaning: a 405 must name the
+# methods the resource has (RFC 9110 15.5.6), as aiohttp's HTTPMethodNotAllowed does.
+_KEPT_HEADERS = ("Allow",)
+
+
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     kind = _HTTP_CODES.get(exc.status)
     if kind is not None:
-        return error_response(kind())
-    code = re.sub(r"[^a-z]+", "_", exc.reason.lower()).strip("_") or "error"
-    return web.json_response({"error": code}, status=exc.status)
+        response = error_response(kind())
+    else:
+        code = re.sub(r"[^a-z]+", "_", exc.reason.lower()).strip("_") or "error"
+        response = web.json_response({"error": code}, status=exc.status)
+    for name in _KEPT_HEADERS:
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
 
 
 async def _dispatch(request: web.Request, handler: Handler, info: dict[str, Any]) -> web.StreamResponse:
