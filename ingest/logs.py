@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -43,9 +46,12 @@ ALLOWED_KEYS = frozenset(
         "dry_run",
         "batch_size",
         "attempt",
+        "seconds_left",
+        "detail",
         "consent_ids",
         "kind",
         "token_name",
+        "message_template",
     }
 )
 
@@ -57,8 +63,48 @@ def allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutable
     return event_dict
 
 
+class LineWriter:
+    """A structlog logger that writes each record as one complete line in one `os.write`.
+
+    Several worker processes share one stdout: a record written in pieces (the text,
+    then the newline, or a buffer flushed half-way) can be split by another process's
+    record, and a collector then reads two JSON objects on one line. One write of the
+    whole line per record keeps every line whole (a pipe write of up to PIPE_BUF,
+    4096 bytes, is atomic; our records are a few hundred bytes). A stream without a
+    file descriptor (a test's StringIO) is written as a text stream.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        """Write `message` and its newline at once."""
+        line = message + "\n"
+        with self._lock:
+            if self._fd is None:
+                self._stream.write(line)
+                return
+            data = memoryview(line.encode("utf-8"))
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+            except OSError:
+                # The reader went away (a closed terminal or pipe): a log line must not
+                # turn a request into an error, and there is nowhere left to report it.
+                return
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Send one JSON object per line to `stream` (stdout by default)."""
+    """Send one JSON object per line to `stream` (stdout by default), each line written whole."""
+    writer = LineWriter(stream or sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -68,7 +114,7 @@ def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=False,
     )
     # aiohttp's own access log would print client IPs: keep it off. Other libraries'
