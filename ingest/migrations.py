@@ -1,16 +1,40 @@
-"""Apply sql/NNN_name.sql in order, once each, in transactions, under an advisory lock."""
+"""Apply sql/NNN_name.sql in order, once each, in transactions, under an advisory lock.
+
+Before that, wait for the database (it may still be starting): `connect_when_up`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import structlog
 
+from ingest.errors import ConfigError, Unavailable
 from ingest.repository import Conn
 
 log = structlog.get_logger("ingest.migrations")
+
+# How long `ingest serve` and `ingest migrate` wait for the database at start.
+DB_WAIT_ENV = "INGEST_DB_WAIT_SECONDS"
+DEFAULT_DB_WAIT_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 5.0  # one attempt: a server that accepts TCP but never answers
+_RETRY_DELAY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # then every 5 s
+# "Not up (yet)": refused, unreachable, starting up, shutting down, or full.
+_NOT_UP = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
 
 # pg_advisory_lock key: any fixed 64-bit number; "ingest" in ASCII.
 MIGRATION_LOCK_KEY = 0x696E67657374
@@ -115,3 +139,47 @@ async def is_current(conn: Conn) -> bool:
     """True when every migration file has been applied."""
     wanted = {m.version for m in load_migrations()}
     return wanted <= await applied_versions(conn)
+
+
+def db_wait_seconds(flag: float | None, environ: Mapping[str, str] | None = None) -> float:
+    """The database wait at start: `--wait-for-db`, else INGEST_DB_WAIT_SECONDS, else 60 s."""
+    name, value = "--wait-for-db", flag
+    if value is None:
+        raw = (os.environ if environ is None else environ).get(DB_WAIT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_DB_WAIT_SECONDS
+        name = DB_WAIT_ENV
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a number of seconds, 0 or more")
+    return value
+
+
+async def connect_when_up(dsn: str, wait_seconds: float) -> asyncpg.Connection:
+    """Connect, retrying for up to `wait_seconds` while the database is not up; then Unavailable.
+
+    One log line per failed attempt (`database_unavailable_retrying`: the attempt, the
+    seconds left, the error's type; never the DSN). A refused login or an unknown
+    database is not retried: waiting would not change it.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        left = give_up - loop.time()
+        try:
+            return await asyncpg.connect(dsn, timeout=max(1.0, min(CONNECT_TIMEOUT_SECONDS, left)))
+        except _NOT_UP as exc:
+            error = type(exc).__name__
+        left = give_up - loop.time()
+        if left <= 0:
+            log.error("database_unavailable_giving_up", attempt=attempt, exc_type=error)
+            raise Unavailable from None
+        log.warning(
+            "database_unavailable_retrying", attempt=attempt, seconds_left=round(left, 1), exc_type=error
+        )
+        await asyncio.sleep(min(_RETRY_DELAY_SECONDS[min(attempt, len(_RETRY_DELAY_SECONDS)) - 1], left))

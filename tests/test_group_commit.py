@@ -147,13 +147,13 @@ class ReleaseFailsOnce:
         self.pool = pool
         self.failures = 0
 
-    def acquire(self) -> _Acquire:
+    def acquire(self, timeout: float | None = None) -> _Acquire:
         """Take a connection from the real pool."""
-        return _Acquire(self)
+        return _Acquire(self, timeout)
 
-    async def release(self, conn) -> None:
+    async def release(self, conn, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncpg's keyword
         """Hand the connection back, then fail the first time."""
-        await self.pool.release(conn)
+        await self.pool.release(conn, timeout=timeout)
         if not self.failures:
             self.failures += 1
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
@@ -162,12 +162,13 @@ class ReleaseFailsOnce:
 class _Acquire:
     """Like the pool's: awaited, or used with `async with` (which releases through the wrapper)."""
 
-    def __init__(self, flaky: ReleaseFailsOnce) -> None:
+    def __init__(self, flaky: ReleaseFailsOnce, timeout: float | None) -> None:
         self.flaky = flaky
+        self.timeout = timeout
         self.conn = None
 
     def __await__(self):
-        return self.flaky.pool.acquire().__await__()
+        return self.flaky.pool.acquire(timeout=self.timeout).__await__()
 
     async def __aenter__(self):
         self.conn = await self.flaky.pool.acquire()
@@ -198,3 +199,87 @@ async def test_a_failure_handing_the_connection_back_after_commit_never_writes_t
     assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 4
     stored = {r["submission_id"] for r in await db.fetch("SELECT submission_id FROM ingest.submissions")}
     assert stored == {o.submission_id for o in outcomes}
+
+
+class DatabaseAway:
+    """A pool whose every connection attempt is refused, counting the attempts."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def acquire(self, timeout: float | None = None):  # noqa: ASYNC109, ARG002 - asyncpg's keyword
+        """Fail as a refused connection does."""
+        self.attempts += 1
+        raise ConnectionRefusedError("connection refused")
+
+
+class DatabaseFrozen:
+    """A pool whose connection attempts never return (a server stopped with SIGSTOP)."""
+
+    async def acquire(self, timeout: float | None = None):  # noqa: ASYNC109 - asyncpg's keyword
+        """Wait for as long as asked (forever, without a timeout)."""
+        await asyncio.sleep(3600 if timeout is None else timeout)
+        raise TimeoutError
+
+
+async def test_an_item_past_its_deadline_is_answered_503_without_being_written(pool, config, db):
+    from ingest.errors import Unavailable
+
+    writer = GroupCommitWriter(pool, PEPPER, max_rows=10, max_wait_ms=20)
+    writer.start()
+    try:
+        service = IngestService(config, pool, PEPPER, writer)
+        late = envelope(service, config, "late", email="late@example.fi")
+        loop = asyncio.get_running_loop()
+        with pytest.raises(Unavailable):
+            await writer.submit(late, deadline=loop.time() - 0.01)
+        on_time = await writer.submit(envelope(service, config, "ok", email="ok@example.fi"))
+    finally:
+        await writer.stop()
+    assert on_time.status == "created"
+    assert await db.fetchval("SELECT count(*) FROM ingest.deliveries WHERE delivery_id = 'late'") == 0
+    assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 1
+
+
+async def test_a_batch_retries_only_until_its_earliest_deadline(config):
+    # Before: the whole retry budget (about 2.2 s) ran for every batch, one batch after another.
+    from ingest.errors import Unavailable
+
+    away = DatabaseAway()
+    writer = GroupCommitWriter(away, PEPPER, max_rows=10, max_wait_ms=1)  # type: ignore[arg-type]
+    writer.start()
+    service = IngestService(config, away, PEPPER, writer)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        results = await asyncio.gather(
+            writer.submit(envelope(service, config, "a", email="a@example.fi"), deadline=started + 0.3),
+            writer.submit(envelope(service, config, "b", email="b@example.fi"), deadline=started + 0.3),
+            return_exceptions=True,
+        )
+        seconds = loop.time() - started
+    finally:
+        await writer.stop()
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert away.attempts >= 2  # it did retry
+    assert seconds < 1.5, f"answered after {seconds:.2f} s"
+    assert writer.health.failing
+
+
+async def test_stop_with_the_database_frozen_answers_503_and_returns(config):
+    from ingest.errors import Unavailable
+
+    frozen = DatabaseFrozen()
+    writer = GroupCommitWriter(frozen, PEPPER, max_rows=10, max_wait_ms=1)  # type: ignore[arg-type]
+    writer.start()
+    service = IngestService(config, frozen, PEPPER, writer)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    pending = asyncio.ensure_future(
+        writer.submit(envelope(service, config, "f", email="f@example.fi"), deadline=loop.time() + 0.5)
+    )
+    await asyncio.sleep(0.05)  # the writer is waiting for a connection
+    started = loop.time()
+    await writer.stop()
+    assert loop.time() - started < 0.5 + 3
+    assert isinstance(pending.exception(), Unavailable)
+    assert writer.task is not None and writer.task.done()

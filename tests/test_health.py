@@ -94,3 +94,27 @@ async def test_a_wrong_method_gets_a_json_405(client):
     response = await client.get("/v1/forms/partner-forms")  # GET serves only html sources' forms
     assert response.status == 405
     assert await response.json() == {"error": "method_not_allowed"}
+
+
+async def test_readyz_is_503_while_writes_cannot_commit_and_200_once_they_can(client, db):
+    import asyncio
+    import time
+
+    async with db.transaction():
+        # Another session (the owner) holds the feed lock every write takes.
+        await db.execute("SELECT id FROM ingest.feed_lock FOR UPDATE")
+        body = json.dumps({"email": "maija@example.fi"}).encode()
+        response = await client.post("/v1/forms/partner-forms", data=body, headers=sign_standard(body))
+        assert response.status == 503
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        seconds = time.monotonic() - started
+        assert ready.status == 503
+        assert await ready.json() == {"error": "unavailable", "reason": "writes_failing"}
+        assert int(ready.headers["Retry-After"]) > 0
+        assert seconds < 1 + 1.5  # its check is bounded: waiting on the lock too, it answers in 1 s
+    await asyncio.sleep(0)
+    # No submission since: /readyz's own probe of the write path brings it back.
+    assert (await client.get("/readyz")).status == 200
+    response = await client.post("/v1/forms/partner-forms", data=body, headers=sign_standard(body))
+    assert response.status == 201
