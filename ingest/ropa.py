@@ -25,12 +25,16 @@ SECURITY_MEASURES = (
 )
 
 
+UNNAMED_CONTROLLER = "not configured (set `controller` in the configuration)"
+
+
 def render(config: Config) -> str:
-    """The record as Markdown."""
+    """The record as Markdown; the controller is the configuration's `controller`."""
+    controller = config.controller or UNNAMED_CONTROLLER
     lines = [
         "# Record of processing activities (GDPR Art. 30)",
         "",
-        "Controller: QualityDesk. Processing: website contact forms and live chat, via QualityDesk Ingest.",
+        f"Controller: {controller}. Processing: website contact forms and live chat, via QualityDesk Ingest.",
         f"Privacy notice version: {config.notice_version}"
         + (f" ({config.notice_url})" if config.notice_url else ""),
         "",
@@ -72,7 +76,10 @@ def render(config: Config) -> str:
         "",
         "## Recipients",
         "",
-        "- QualityDesk CRM (entitled staff), through the read-only `crm` views",
+        (
+            f"- The CRM of {config.controller or 'the controller'} (entitled staff), "
+            "through the read-only `crm` views"
+        ),
         "- Processors delivering the data to us: " + (", ".join(providers) if providers else "none"),
         "",
         "## Transfers to third countries",

@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 
+from ingest.adapters.html import make_stamp, stamp_key
 from ingest.errors import RateLimited
 from ingest.web.limits import TokenBuckets
-from tests.support import ADMIN_TOKEN, ORIGIN, base_config_dict, make_config, sign_standard
+from tests.support import ADMIN_TOKEN, ORIGIN, PEPPER, base_config_dict, make_config, sign_standard
 
 URL = "/v1/forms/website-contact"
 HEADERS = {"Origin": ORIGIN, "Accept": "application/json"}
@@ -108,12 +109,20 @@ async def test_a_form_filled_faster_than_a_person_can_looks_like_success_but_is_
     raw = base_config_dict()
     raw["sources"]["website-contact"]["min_fill_seconds"] = 3
     client = await make_client(make_config(raw))
+    key = stamp_key(PEPPER)
     fast = await client.post(
-        URL, data={"email": "bot@example.fi", "_rendered_at": str(time.time())}, headers=HEADERS
+        URL,
+        data={"email": "bot@example.fi", "_rendered_at": make_stamp(key, "website-contact")},
+        headers=HEADERS,
     )
     assert fast.status == 201
     human = await client.post(
-        URL, data={"email": "human@example.fi", "_rendered_at": str(time.time() - 20)}, headers=HEADERS
+        URL,
+        data={
+            "email": "human@example.fi",
+            "_rendered_at": make_stamp(key, "website-contact", time.time() - 20),
+        },
+        headers=HEADERS,
     )
     assert human.status == 201
     assert [r["email"] for r in await db.fetch("SELECT email FROM crm.contacts")] == ["human@example.fi"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -233,3 +234,151 @@ async def test_multipart_headers_that_would_take_the_mail_parser_seconds_are_ref
     assert response.status == 400
     assert await response.json() == {"error": "malformed_body"}
     assert time.monotonic() - started < 2
+
+
+# Issue 15 §5: putting the form on a website, the local trial, the 422 page, the controller.
+
+
+def _config(public_url: str | None = None, **source: object):
+    from tests.support import base_config_dict, make_config
+
+    raw = base_config_dict()
+    if public_url is not None:
+        raw["public_url"] = public_url
+    raw["sources"]["website-contact"].update(source)
+    for key in [k for k, v in source.items() if v is None]:
+        del raw["sources"]["website-contact"][key]
+    return make_config(raw)
+
+
+async def test_with_public_url_the_example_forms_action_is_absolute(make_client):
+    client = await make_client(_config("https://ingest.example.com/"))
+    page = await (await client.get(URL)).text()
+    assert 'action="https://ingest.example.com/v1/forms/website-contact"' in page
+
+
+async def test_without_public_url_the_example_forms_action_stays_relative(client):
+    page = await (await client.get(URL)).text()
+    assert f'action="{URL}"' in page
+
+
+def _own_page(client) -> dict[str, str]:
+    # What a browser sends posting the service's own form page: its own origin.
+    return {"Origin": f"http://127.0.0.1:{client.port}", "Accept": "text/html"}
+
+
+async def test_a_local_trial_lands_on_the_services_own_thanks_page_not_the_website(client, db):
+    response = await client.post(URL, data=FORM, headers=_own_page(client), allow_redirects=False)
+    assert response.status == 201
+    assert "Location" not in response.headers
+    assert "<title>Thank you</title>" in await response.text()
+    assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 1
+
+
+async def test_a_local_trials_invalid_post_stays_on_the_services_422_page(client):
+    response = await client.post(
+        URL, data=FORM | {"email": "x"}, headers=_own_page(client), allow_redirects=False
+    )
+    assert response.status == 422
+    assert "Location" not in response.headers
+
+
+async def test_with_public_url_the_services_own_page_still_goes_to_success_url(make_client):
+    client = await make_client(_config("https://ingest.example.com"))
+    response = await client.post(URL, data=FORM, headers=_own_page(client), allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == f"{ORIGIN}/thanks"
+
+
+async def test_the_422_page_re_renders_the_form_with_what_was_typed(make_client, db, log_output):
+    client = await make_client(_config(error_url=None))
+    typed = FORM | {"phone": "123", "email": "", "marketing": "on", "message": 'Call <me> & "soon"'}
+    response = await client.post(URL, data=typed, headers=BROWSER, allow_redirects=False)
+    assert response.status == 422
+    assert "Location" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    page = await response.text()
+    assert 'value="Maija Meikäläinen"' in page
+    assert 'value="123"' in page
+    assert ">Call &lt;me&gt; &amp; &quot;soon&quot;</textarea>" in page
+    assert 'name="marketing" value="on" checked>' in page
+    assert "Not a valid phone number." in page
+    assert "Back to the form" not in page  # the form is on the page itself
+    # The re-rendered form posts again with a fresh stamp; nothing typed is in a URL or a log.
+    assert 'name="_rendered_at" value="' in page
+    assert "Maija" not in response.url.raw_query_string
+    assert "Maija" not in log_output.getvalue()
+    assert "Call" not in log_output.getvalue()
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_other_refusals_keep_the_back_link(make_client):
+    client = await make_client(_config(error_url=None))
+    response = await client.post(
+        URL, data=FORM, headers=BROWSER | {"Origin": "https://evil.example"}, allow_redirects=False
+    )
+    assert response.status == 403
+    page = await response.text()
+    assert f'<a href="{URL}">Back to the form</a>' in page
+    assert "Maija" not in page
+
+
+async def test_the_controller_is_named_from_the_config_on_the_form_and_thanks_pages(make_client):
+    from tests.support import base_config_dict, make_config
+
+    raw = base_config_dict()
+    raw["controller"] = "Esimerkki & Co Oy"
+    del raw["sources"]["website-contact"]["success_url"]
+    client = await make_client(make_config(raw))
+    form = await (await client.get(URL)).text()
+    assert "Esimerkki &amp; Co Oy uses your details only to answer you" in form
+    thanks = await client.post(URL, data=FORM, headers=BROWSER)
+    assert "Esimerkki &amp; Co Oy will be in touch soon." in await thanks.text()
+    assert "QualityDesk" not in form.replace(MARKETING_TEXT, "")
+
+
+async def test_without_a_controller_the_pages_say_we(client):
+    form = await (await client.get(URL)).text()
+    assert "We use your details only to answer you and as our privacy notice" in form
+
+
+@pytest.mark.parametrize("name", ["", "   ", "A\nB", "x" * 201])
+def test_a_controller_name_must_be_a_printable_name(name):
+    from ingest.config import ConfigError
+    from tests.support import base_config_dict, make_config
+
+    raw = base_config_dict() | {"controller": name}
+    with pytest.raises(ConfigError, match=r"^controller: the controller.s name"):
+        make_config(raw)
+
+
+def test_the_record_of_processing_names_the_configured_controller():
+    from ingest import ropa
+    from tests.support import base_config_dict, make_config
+
+    named = ropa.render(make_config(base_config_dict() | {"controller": "Esimerkki Oy"}))
+    assert "Controller: Esimerkki Oy." in named
+    assert "The CRM of Esimerkki Oy (entitled staff)" in named
+    assert "QualityDesk CRM" not in named
+    unnamed = ropa.render(make_config())
+    assert "Controller: not configured (set `controller` in the configuration)." in unnamed
+
+
+def test_a_missing_public_url_is_warned_about_only_when_a_real_website_posts():
+    from ingest.web.form_page import public_url_warning
+
+    warning = public_url_warning(_config())
+    assert warning is not None
+    assert "public_url is not set" in warning
+    assert ORIGIN in warning
+    assert public_url_warning(_config("https://ingest.example.com")) is None
+    assert public_url_warning(_config(allowed_origins=["http://localhost:8000"])) is None
+
+
+async def test_the_service_warns_at_start_when_public_url_is_missing(make_client, log_output):
+    await make_client(_config())
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert any(line.get("event") == "public_url_not_set" for line in lines)
+    log_output.truncate(0)
+    await make_client(_config("https://ingest.example.com"))
+    assert "public_url_not_set" not in log_output.getvalue()
