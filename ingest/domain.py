@@ -22,6 +22,21 @@ class InboundRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """The words a person was shown for a purpose processed on legitimate interest (not consent).
+
+    HubSpot's `legalConsentOptions.legitimateInterest`; stored by ingest/store/notices.py.
+    """
+
+    purpose: str
+    text: str  # verbatim
+    applies: bool  # the form's `value`: legitimate interest is relied on for this purpose
+    provider_basis: str | None = None  # HubSpot `legalBasis` (LEAD, CUSTOMER)
+    subscription_type_id: str | None = None
+    lawful_basis: str = "legitimate_interest"
+
+
+@dataclass(frozen=True, slots=True)
 class RawSubmission:
     """Untrusted fields pulled out of a provider payload, before validation.
 
@@ -43,6 +58,8 @@ class RawSubmission:
     # Chats whose identity arrives in pieces (Crisp, LiveChat): the provider's
     # session id. Pieces wait in a private pending store until e-mail or phone is known.
     session_key: str | None = None
+    # Words shown for a purpose processed on legitimate interest (HubSpot), kept verbatim.
+    notices: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,8 @@ class Envelope:
     new_texts: tuple[ConsentText, ...] = ()
     # From a source that authenticates its deliveries: may update a known contact.
     authenticated: bool = True
+    # Legitimate-interest notices shown with the submission (ingest/store/notices.py).
+    notices: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

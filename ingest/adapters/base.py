@@ -10,7 +10,7 @@ import functools
 import hmac
 import json
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -51,6 +51,19 @@ class Ignored:
 
 
 Item = RawSubmission | Ignored
+
+
+class Delivery(list[Item]):
+    """The items of one delivery, and the configured mapping keys it did not carry.
+
+    `absent_fields` holds config key paths only (`fields.email`,
+    `consent_fields.<key>`), never values: intake counts them by source
+    (`ingest_mapped_field_absent`), so a renamed provider field is noticed.
+    """
+
+    def __init__(self, items: Iterable[Item] = (), absent_fields: Iterable[str] = ()) -> None:
+        super().__init__(items)
+        self.absent_fields: tuple[str, ...] = tuple(absent_fields)
 
 
 class Adapter(Protocol):

@@ -18,8 +18,17 @@ not the person's.
 `text` the person saw, verbatim, under a content-addressed id
 (`hubspot:process:<purpose>:<sha256(text)[:16]>`,
 `hubspot:sub<subscriptionTypeId>:<purpose>:<sha256(text)[:16]>`), so other
-wording or another purpose never shares an id. `legitimateInterest` records
-nothing: it is not consent, and the source's purposes carry that lawful basis.
+wording or another purpose never shares an id.
+
+`legitimateInterest` is not consent: it becomes a `Notice` (its `text` verbatim,
+`legalBasis`, `subscriptionTypeId` mapped to a purpose through
+`subscription_purposes` as for consent, default direct_marketing, and `value`),
+the information the person was given (Art. 13, 21). It is read and checked
+here; ingest/store/notices.py stores it once domain.RawSubmission and Envelope
+carry it (see docs/privacy.md).
+
+HubSpot itself never retries these bodies: the sender is the site's own code,
+which can fix a refused one, so content errors stay 422 (DESIGN §8, like `json`).
 """
 
 from __future__ import annotations
@@ -30,11 +39,19 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from ingest.adapters.base import BaseAdapter, Item, parse_json_object, require_content_type
+from ingest.adapters.base import BaseAdapter, Delivery, Item, parse_json_object, require_content_type
 from ingest.adapters.json import verify_standard_webhook
-from ingest.adapters.mapping import Answer, as_dict, as_str, check_mapping, pick_consents, pick_fields
+from ingest.adapters.mapping import (
+    Answer,
+    absent_fields,
+    as_dict,
+    as_str,
+    check_mapping,
+    pick_consents,
+    pick_fields,
+)
 from ingest.config import NOTICE_PURPOSES, Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest, Notice, RawSubmission
 from ingest.errors import ConfigError, ValidationFailed
 
 CONTACT = "0-1"
@@ -50,6 +67,8 @@ OPTIONS = ("process_purpose", "subscription_purposes")
 MARKETING = "direct_marketing"
 _SUBSCRIPTION_ID = re.compile(r"[0-9]{1,20}")
 _CONSENT = "legalConsentOptions.consent"
+_INTEREST = "legalConsentOptions.legitimateInterest"
+_PROVIDER_BASIS = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 class HubSpotAdapter(BaseAdapter):
@@ -85,16 +104,17 @@ class HubSpotAdapter(BaseAdapter):
         payload = parse_json_object(request.body)
         answers = read_answers(payload.get("fields"))
         shown = read_consents(payload.get("legalConsentOptions"), source)
+        notices = read_notices(payload.get("legalConsentOptions"), source)
         consents: dict[str, object] = dict(pick_consents(answers, source))
         consents.update({consent_id: value for consent_id, (value, _, _) in shown.items()})
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source, TYPE_DEFAULTS),
-                consents=consents,
-                inline_consent_texts={cid: (purpose, words) for cid, (_, purpose, words) in shown.items()},
-                delivery_id=webhook_id,
-            )
-        ]
+        submission = RawSubmission(
+            fields=pick_fields(answers, source, TYPE_DEFAULTS),
+            consents=consents,
+            inline_consent_texts={cid: (purpose, words) for cid, (_, purpose, words) in shown.items()},
+            delivery_id=webhook_id,
+            notices=notices,
+        )
+        return Delivery([submission], absent_fields(answers, source))
 
 
 def read_answers(fields: object) -> list[Answer]:
@@ -158,6 +178,35 @@ def read_consents(options: object, source: Source) -> dict[str, tuple[object, st
         words = _wording(item.get("text"), f"{path}.text")
         _add(found, f"hubspot:sub{sub_id}:{purpose}:{_digest(words)}", item.get("value"), purpose, words)
     return found
+
+
+def read_notices(options: object, source: Source) -> tuple[Notice, ...]:
+    """The legitimate-interest notice shown, if any: its words, basis and purpose, checked.
+
+    Refused (422) when it cannot be recorded as shown, like a consent item's wording.
+    """
+    if not isinstance(options, dict) or options.get("legitimateInterest") is None:
+        return ()
+    item = options["legitimateInterest"]
+    if not isinstance(item, dict):
+        raise ValidationFailed({_INTEREST: ["Must be an object."]})
+    sub_id = _subscription_id(item.get("subscriptionTypeId"), f"{_INTEREST}.subscriptionTypeId")
+    applies = item.get("value", True)
+    if not isinstance(applies, bool):
+        raise ValidationFailed({f"{_INTEREST}.value": ["Must be true or false."]})
+    basis = item.get("legalBasis")
+    if basis is not None and not (isinstance(basis, str) and _PROVIDER_BASIS.fullmatch(basis)):
+        raise ValidationFailed({f"{_INTEREST}.legalBasis": ["Must be a HubSpot legal basis name."]})
+    purpose = as_dict(source.options.get("subscription_purposes")).get(sub_id, MARKETING)
+    return (
+        Notice(
+            purpose=purpose,
+            text=_wording(item.get("text"), f"{_INTEREST}.text"),
+            applies=applies,
+            provider_basis=basis,
+            subscription_type_id=sub_id,
+        ),
+    )
 
 
 def _add(

@@ -9,11 +9,20 @@ X-Hub-Signature is `sha1=` and the hex HMAC-SHA1 of the raw body, keyed with the
 app's client secret (the hub secret on legacy subscriptions); no time is signed.
 The notification `id` (`notif_...`) is the delivery id.
 
-A conversation's `source` is the message that started it: its author (a user or
-lead: name and e-mail, often empty for anonymous leads) and its body. Before API
-2.15 the body is HTML (`<p>Hi</p>`): it is reduced to plain text. Phone numbers
-are not in the notification. `ping` (sent when the webhook is set up or tested)
-and every other topic are acknowledged and ignored.
+Notifications are shaped by the API version the app is set to (Developer Hub >
+your app > Configure > Basic information), and both shapes Intercom still serves
+are read:
+- API 2.x: the conversation's `source` is the message that started it: its author
+  (a user or lead: name and e-mail, often empty for anonymous leads) and its body.
+- API 1.x (1.0-1.4): the opening message is `conversation_message` (its author has
+  only a type and an id) and the person is `user` (a user or lead, with name and
+  e-mail): "Webhook models", https://developers.intercom.com/docs/references/1.1/webhooks/webhook-models
+  (item type Conversation), the 1.4 Conversation model, and zulip's fixture.
+An item in neither shape is acknowledged as ignored `unsupported_payload_version`
+(counted, and alerted on as a jump of the source's ignored share), never guessed
+at. Before API 2.15 the body is HTML (`<p>Hi</p>`): it is reduced to plain text.
+Phone numbers are not in the notification. `ping` (sent when the webhook is set
+up or tested) and every other topic are acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -111,14 +120,22 @@ def verify(source: Source, request: InboundRequest) -> None:
 
 
 def conversation_created(item: dict[str, Any], notification_id: str | None) -> Item:
-    """The contact's name, e-mail and opening message from the conversation's source."""
-    conversation_source = as_dict(item.get("source"))
-    author = as_dict(conversation_source.get("author"))
+    """The contact's name, e-mail and opening message, from an API 2.x or 1.x conversation."""
+    if "source" in item:  # API 2.x
+        conversation_source = as_dict(item.get("source"))
+        author = person = as_dict(conversation_source.get("author"))
+    elif isinstance(item.get("conversation_message"), dict):  # API 1.x
+        conversation_source = item["conversation_message"]
+        author, person = as_dict(conversation_source.get("author")), as_dict(item.get("user"))
+        if person.get("type") not in _CONTACT_TYPES:
+            return Ignored("not_from_the_contact", notification_id)
+    else:
+        return Ignored("unsupported_payload_version", notification_id)
     if author.get("type") not in _CONTACT_TYPES:
         return Ignored("not_from_the_contact", notification_id)
     fields: dict[str, object] = {}
     for key in ("name", "email"):
-        value = author.get(key)
+        value = person.get(key)
         if value is not None and value != "":
             fields[key] = value
     parts = [

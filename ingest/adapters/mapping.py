@@ -131,6 +131,23 @@ def pick_consents(answers: Sequence[Answer], source: Source) -> dict[str, bool]:
     return decisions
 
 
+def absent_fields(answers: Sequence[Answer], source: Source) -> tuple[str, ...]:
+    """The keys of the source's `fields` and `consent_fields` that name no answer of this delivery.
+
+    Config key paths only (`fields.message`, `consent_fields.newsletter_optin`),
+    never values, for a counter: a renamed provider field shows up as a jump.
+    A provider that leaves an unanswered question out (Typeform) makes an
+    optional one count here too; one that sends it blank (Webflow) does not.
+    """
+    absent = [f"fields.{name}" for name, ident in source.field_map.items() if not _find(answers, ident)]
+    absent.extend(
+        f"consent_fields.{ident}"
+        for ident in source.consent_fields
+        if not _find(answers, ident) and not _option_listed(answers, ident)
+    )
+    return tuple(absent)
+
+
 def check_mapping(source: Source, key: Callable[[str], str], allowed_options: Iterable[str] = ()) -> None:
     """Refuse `fields`, `consent_fields` or `options` that cannot work (ConfigError names the key)."""
     seen: dict[str, str] = {}
@@ -279,6 +296,18 @@ def _ticked(answer: Answer) -> bool:
     if isinstance(answer.value, list):
         return bool(answer.value) and all(_yes(v) for v in answer.value)
     return _yes(answer.value)
+
+
+def _option_listed(answers: Sequence[Answer], ident: str) -> bool:
+    """Whether an option named `ident` is in the delivery, chosen or not."""
+    folded = _fold(ident)
+    for answer in answers:
+        names = [x for o in answer.options for x in o.identifiers]
+        if isinstance(answer.value, list):
+            names.extend(v for v in answer.value if isinstance(v, str))
+        if any(x == ident or _fold(x) == folded for x in names):
+            return True
+    return False
 
 
 def _option_chosen(answers: Sequence[Answer], ident: str) -> bool:

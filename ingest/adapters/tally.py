@@ -9,6 +9,11 @@ caught by `eventId`.
 Fields are `{key, label, type, value}`; choice values are option ids resolved
 through `options`. Hidden and calculated fields are never read, and the
 per-option true/false copies Tally adds after a CHECKBOXES field are skipped.
+
+Tally retries a failed delivery five times over a day ("Retrying webhook
+events", developers.tally.so), so a signed delivery that can never be stored
+(not JSON, no event id, no usable e-mail or phone) is answered 202 `ignored`
+with a reason, and counted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, ClassVar
 
 from ingest.adapters.base import (
     BaseAdapter,
+    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -33,6 +39,7 @@ from ingest.adapters.base import (
 from ingest.adapters.mapping import (
     Answer,
     Option,
+    absent_fields,
     as_dict,
     as_list,
     as_str,
@@ -67,32 +74,39 @@ class TallyAdapter(BaseAdapter):
         """Verify the signature, then read one FORM_RESPONSE."""
         require_content_type(self, request)
         payload = verify(source, request)
+        if payload is None:
+            return [Ignored("unreadable_payload")]  # signed by Tally: a 400 would only be retried
         event_id = delivery_id(payload.get("eventId"))
         if payload.get("eventType") != "FORM_RESPONSE":
             return [Ignored("unsupported_event", event_id)]
         data = payload.get("data")
         if event_id is None or not isinstance(data, dict):
-            raise MalformedBody
+            return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(as_list(data.get("fields")))
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source, TYPE_DEFAULTS),
-                consents=dict(pick_consents(answers, source)),
-                delivery_id=event_id,
-                drop_invalid=True,
-            )
-        ]
+        submission = RawSubmission(
+            fields=pick_fields(answers, source, TYPE_DEFAULTS),
+            consents=dict(pick_consents(answers, source)),
+            delivery_id=event_id,
+            drop_invalid=True,
+        )
+        return Delivery([submission], absent_fields(answers, source))
 
 
-def verify(source: Source, request: InboundRequest) -> dict[str, Any]:
-    """Check Tally-Signature on the raw body, else on its compact re-serialisation; return the body."""
+def verify(source: Source, request: InboundRequest) -> dict[str, Any] | None:
+    """Check Tally-Signature on the raw body, else on its compact re-serialisation; return the body.
+
+    None: the raw body is signed but is no JSON object (it can never be read).
+    """
     try:
         given = base64.b64decode(request.headers.get("tally-signature", "").strip(), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidSignature from None
     require(bool(given))
     if _signed(source, request.body, given):
-        return parse_json_object(request.body)
+        try:
+            return parse_json_object(request.body)
+        except MalformedBody:
+            return None
     try:
         payload = parse_json_object(request.body)
     except MalformedBody:

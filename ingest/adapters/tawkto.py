@@ -17,6 +17,13 @@ person's erasure, is the same delivery and never stores the person again.
   (`requester.type == "agent"`) is not a visitor's request.
 Everything else (`chat:end`, transcripts) is acknowledged and ignored. City,
 country, property and visitor ids are never read.
+
+Pre-chat form (option `prechat_form = true`, off by default): tawk.to delivers
+the pre-chat answers as the visitor's first message, one `Label : value` line
+each, without `visitor.email`. With the option, a line whose label is an e-mail
+or phone label (`prechat_labels`, default English, Finnish and Swedish; case and
+spacing ignored) fills that field where the visitor object has none; those lines
+leave the message, every other line stays in it as written.
 """
 
 from __future__ import annotations
@@ -43,6 +50,19 @@ from ingest.errors import ConfigError
 
 _SIGNATURE = re.compile(r"^[0-9a-fA-F]{40}$")
 _PLACEHOLDER_NAME = re.compile(r"^V[0-9]+$")
+OPTIONS = ("prechat_form", "prechat_labels")
+# Pre-chat labels read by default: English, Finnish, Swedish (the default region is FI).
+PRECHAT_LABELS: dict[str, tuple[str, ...]] = {
+    "email": (
+        "email", "e-mail", "email address", "e-mail address", "your email",
+        "sähköposti", "sähköpostiosoite", "e-post", "e-postadress", "epost",
+    ),
+    "phone": (
+        "phone", "phone number", "telephone", "mobile", "mobile number", "your phone",
+        "puhelin", "puhelinnumero", "matkapuhelin", "telefon", "telefonnummer", "mobil", "mobilnummer",
+    ),
+}  # fmt: skip
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 class TawkToAdapter(BaseAdapter):
@@ -52,9 +72,22 @@ class TawkToAdapter(BaseAdapter):
     channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
-        """tawk.to payloads have fixed fields: no options, no field or consent mapping."""
+        """Fixed fields (no field or consent mapping); options only for the pre-chat form."""
         for option in source.options:
-            raise ConfigError(f"{key('options')}.{option}: unknown option for format tawkto")
+            if option not in OPTIONS:
+                raise ConfigError(f"{key('options')}.{option}: unknown option for format tawkto")
+        if not isinstance(source.options.get("prechat_form", False), bool):
+            raise ConfigError(f"{key('options')}.prechat_form: expected true or false")
+        labels = source.options.get("prechat_labels", {})
+        if not isinstance(labels, dict):
+            raise ConfigError(f"{key('options')}.prechat_labels: expected a table (email, phone)")
+        for name, value in labels.items():
+            path = f"{key('options')}.prechat_labels.{name}"
+            if name not in PRECHAT_LABELS:
+                raise ConfigError(f"{path}: only email and phone are read from the pre-chat form")
+            texts = value if isinstance(value, list) else []
+            if not texts or not all(isinstance(v, str) and v.strip() for v in texts):
+                raise ConfigError(f"{path}: expected a list of labels")
         if source.field_map or source.consent_fields:
             raise ConfigError(f"{key('fields')}: format tawkto has no form fields to map")
 
@@ -66,7 +99,7 @@ class TawkToAdapter(BaseAdapter):
         event_id = signed_delivery_id(body, request.body)
         event = body.get("event")
         if event == "chat:start":
-            return [chat_start(body, event_id)]
+            return [chat_start(body, event_id, prechat_labels(source))]
         if event == "ticket:create":
             return [ticket_create(body, event_id)]
         return [Ignored("unsupported_event", event_id)]
@@ -93,17 +126,55 @@ def signed_delivery_id(body: dict[str, Any], raw: bytes) -> str:
     return derived or content_id(raw)
 
 
-def chat_start(body: dict[str, Any], event_id: str | None) -> Item:
-    """The visitor's name, e-mail and first message; a chat an agent opened is not read."""
+def prechat_labels(source: Source) -> dict[str, str] | None:
+    """Folded label -> field of the source's pre-chat form, or None when the option is off."""
+    if source.options.get("prechat_form") is not True:
+        return None
+    configured = source.options.get("prechat_labels", {})
+    return {
+        _fold(label): field
+        for field, defaults in PRECHAT_LABELS.items()
+        for label in configured.get(field, defaults)
+    }
+
+
+def chat_start(body: dict[str, Any], event_id: str | None, labels: dict[str, str] | None = None) -> Item:
+    """The visitor's name, e-mail and first message; a chat an agent opened is not read.
+
+    With `labels` (the pre-chat form option), e-mail and phone lines of the first
+    message fill what the visitor object lacks, and leave the message.
+    """
     message = as_dict(body.get("message"))
     if as_dict(message.get("sender")).get("type") != "visitor":
         return Ignored("not_from_the_visitor", event_id)
     visitor = as_dict(body.get("visitor"))
     fields = _person(visitor)
     text = message.get("text")
+    if labels is not None and isinstance(text, str):
+        answers, text = prechat_answers(text, labels)
+        for name, value in answers.items():
+            fields.setdefault(name, value)
     if _has_text(text):
         fields["message"] = text
     return _chat(fields, event_id)
+
+
+def prechat_answers(text: str, labels: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The first `Label : value` line per labelled field, and the text without those lines."""
+    answers: dict[str, str] = {}
+    kept = []
+    for line in _LINE_BREAKS.split(text):
+        label, colon, value = line.partition(":")
+        field = labels.get(_fold(label.rstrip("* \t"))) if colon else None
+        if field is None:
+            kept.append(line)
+        elif value.strip():
+            answers.setdefault(field, value.strip())
+    return answers, "\n".join(kept).strip()
+
+
+def _fold(label: str) -> str:
+    return " ".join(label.casefold().split())
 
 
 def ticket_create(body: dict[str, Any], event_id: str | None) -> Item:

@@ -6,6 +6,10 @@ The signature covers the raw body (no timestamp, so redeliveries are caught by
 `event_id`). Answers are matched to their question through `field.id` /
 `field.ref` and the payload's `definition`; hidden fields, variables and scores
 are never read.
+
+Typeform counts any 2xx as delivered and retries failures for hours, so a
+signed delivery that can never be stored (not JSON, no event id, no usable
+e-mail or phone) is answered 202 `ignored` with a reason, and counted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, ClassVar
 from ingest.adapters.base import (
     LARGE_DELIVERY_BYTES,
     BaseAdapter,
+    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -30,6 +35,7 @@ from ingest.adapters.base import (
 from ingest.adapters.mapping import (
     Answer,
     Option,
+    absent_fields,
     as_dict,
     as_list,
     as_str,
@@ -63,22 +69,24 @@ class TypeformAdapter(BaseAdapter):
         """Verify the signature, then read one form_response."""
         require_content_type(self, request)
         verify(source, request)
-        payload = parse_json_object(request.body)
+        try:
+            payload = parse_json_object(request.body)
+        except MalformedBody:
+            return [Ignored("unreadable_payload")]  # signed by Typeform: a 400 would only be retried
         event_id = delivery_id(payload.get("event_id"))
         if payload.get("event_type") != "form_response":
             return [Ignored("unsupported_event", event_id)]
         response = payload.get("form_response")
         if event_id is None or not isinstance(response, dict):
-            raise MalformedBody
+            return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(response)
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source, TYPE_DEFAULTS),
-                consents=dict(pick_consents(answers, source)),
-                delivery_id=event_id,
-                drop_invalid=True,
-            )
-        ]
+        submission = RawSubmission(
+            fields=pick_fields(answers, source, TYPE_DEFAULTS),
+            consents=dict(pick_consents(answers, source)),
+            delivery_id=event_id,
+            drop_invalid=True,
+        )
+        return Delivery([submission], absent_fields(answers, source))
 
 
 def verify(source: Source, request: InboundRequest) -> None:

@@ -10,6 +10,10 @@ fails on its raw bytes is tried once more as compact JSON.
 
 `payload.data` is keyed by the form's field names, with no types (`schema`
 gives only Webflow element types): fields are mapped by name.
+
+Webflow counts only 200 as delivered and deactivates a webhook that keeps
+failing, so a signed delivery that can never be stored (not JSON, no id, no
+usable e-mail or phone) is answered 200 `ignored` with a reason, and counted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, ClassVar
 
 from ingest.adapters.base import (
     BaseAdapter,
+    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -31,6 +36,7 @@ from ingest.adapters.base import (
 )
 from ingest.adapters.mapping import (
     Answer,
+    absent_fields,
     as_dict,
     as_list,
     as_str,
@@ -66,7 +72,10 @@ class WebflowAdapter(BaseAdapter):
         """Verify signature and timestamp, then read one form submission."""
         require_content_type(self, request)
         verify(source, request)
-        body = parse_json_object(request.body)
+        try:
+            body = parse_json_object(request.body)
+        except MalformedBody:
+            return [Ignored("unreadable_payload")]  # signed by Webflow: a 400 would only be retried
         payload = body.get("payload")
         event_id = delivery_id(as_dict(payload).get("id"))
         if "triggerType" not in body and isinstance(body.get("data"), dict) and "_id" in body:
@@ -76,16 +85,15 @@ class WebflowAdapter(BaseAdapter):
         elif body.get("triggerType") != "form_submission":
             return [Ignored("unsupported_event", event_id)]
         if event_id is None or not isinstance(payload, dict):
-            raise MalformedBody
+            return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(payload)
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source),
-                consents=dict(pick_consents(answers, source)),
-                delivery_id=event_id,
-                drop_invalid=True,
-            )
-        ]
+        submission = RawSubmission(
+            fields=pick_fields(answers, source),
+            consents=dict(pick_consents(answers, source)),
+            delivery_id=event_id,
+            drop_invalid=True,
+        )
+        return Delivery([submission], absent_fields(answers, source))
 
 
 def verify(source: Source, request: InboundRequest) -> None:

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,7 +222,10 @@ async def test_legitimate_interest_records_no_consent_event(make_client, db):
     assert (await client.post(URL, data=body, headers=headers)).status == 201
     assert await db.fetchval("SELECT count(*) FROM ingest.consent_events") == 0
     assert await db.fetchval("SELECT purposes FROM crm.submissions") == ["contact"]
-    assert "answer your request" not in await dump_database(db)
+    # The words are kept as the notice shown (issue 16 §1), not as a consent.
+    assert await db.fetchval("SELECT text FROM ingest.submission_notices") == (
+        "We process your data to answer your request."
+    )
 
 
 async def test_the_schema_example_with_placeholders_gets_422_not_a_server_error(make_client, db):
@@ -244,7 +248,8 @@ async def test_the_schema_example_with_an_email_records_consent_but_not_legitima
         (f"hubspot:process:contact:{short_hash('<string>')}", "contact", True),
         (f"hubspot:sub123:direct_marketing:{short_hash('<string>')}", "direct_marketing", True),
     ]
-    assert "CUSTOMER" not in await dump_database(db)
+    # Legitimate interest is no consent row; its basis is kept with the notice shown.
+    assert await db.fetchval("SELECT provider_basis FROM ingest.submission_notices") == "CUSTOMER"
 
 
 async def test_phone_mobilephone_and_message_fill_their_fields(make_client, db):
@@ -511,3 +516,126 @@ def test_parse_returns_the_words_with_their_purposes_and_the_webhook_id_as_deliv
 def test_options_that_cannot_work_are_a_config_error_naming_the_key(source, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         hubspot_config(**source)
+
+
+# --- legitimateInterest (issue 16.1) ----------------------------------------------------------
+
+INTEREST = json.loads((FIXTURES / "submit_form-legitimate_interest.json").read_text())
+
+
+def test_the_legitimate_interest_notice_is_read_with_its_words_basis_and_mapped_purpose():
+    source = hubspot_config(options={"subscription_purposes": {"999": "customer_relationship"}}).sources[
+        "hubspot-site"
+    ]
+    from ingest.adapters.hubspot import read_notices
+    from ingest.domain import Notice
+
+    assert read_notices(INTEREST["legalConsentOptions"], source) == (
+        Notice(
+            purpose="customer_relationship",
+            text="Legitimate interest consent text",
+            applies=True,
+            provider_basis="LEAD",
+            subscription_type_id="999",
+        ),
+    )
+    unmapped = hubspot_config().sources["hubspot-site"]
+    assert read_notices(INTEREST["legalConsentOptions"], unmapped)[0].purpose == "direct_marketing"
+    assert read_notices(OPENAPI["legalConsentOptions"], unmapped)[0].provider_basis == "CUSTOMER"
+
+
+async def test_a_legitimate_interest_only_body_is_stored_without_a_consent_event(make_client, db):
+    client = await make_client(hubspot_config())
+    body, headers = signed(INTEREST)
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    assert await db.fetchval("SELECT count(*) FROM ingest.consent_events") == 0  # not consent
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"text": ""}, "legalConsentOptions.legitimateInterest.text"),
+        ({"text": "a\x00b"}, "legalConsentOptions.legitimateInterest.text"),
+        ({"subscriptionTypeId": "abc"}, "legalConsentOptions.legitimateInterest.subscriptionTypeId"),
+        ({"value": "maybe"}, "legalConsentOptions.legitimateInterest.value"),
+        ({"legalBasis": "<b>LEAD</b>"}, "legalConsentOptions.legitimateInterest.legalBasis"),
+    ],
+)
+async def test_a_legitimate_interest_notice_that_cannot_be_recorded_as_shown_gets_422(
+    make_client, db, change, field
+):
+    # The site's own code posts these bodies and can fix them (DESIGN §8): refused, never dropped.
+    payload = copy.deepcopy(INTEREST)
+    payload["legalConsentOptions"]["legitimateInterest"].update(change)
+    client = await make_client(hubspot_config())
+    body, headers = signed(payload)
+    response = await client.post(URL, data=body, headers=headers)
+    assert response.status == 422
+    assert list((await response.json())["fields"]) == [field]
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_a_recorded_notice_is_exported_with_its_submission_and_erased_with_the_contact(
+    make_client, db, app_dsn
+):
+    import asyncpg
+
+    from ingest.store.notices import insert_notices
+    from tests.support import ADMIN_TOKEN
+
+    client = await make_client(hubspot_config())
+    body, headers = signed(INTEREST)
+    created = await (await client.post(URL, data=body, headers=headers)).json()
+    source = hubspot_config().sources["hubspot-site"]
+    from ingest.adapters.hubspot import read_notices
+
+    [notice] = read_notices(INTEREST["legalConsentOptions"], source)
+    # The delivery itself stored it (as the service's role); one more, straight through
+    # the store as that role, shows SELECT and INSERT are enough.
+    runtime = await asyncpg.connect(app_dsn)
+    try:
+        async with runtime.transaction():
+            await insert_notices(
+                runtime, [(uuid.UUID(created["submission_id"]), notice)], [datetime.now(UTC)]
+            )
+    finally:
+        await runtime.close()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    exported = await (
+        await client.get("/v1/subjects", params={"email": "example@example.com"}, headers=admin)
+    ).json()
+    first, second = exported["contacts"][0]["submissions"][0]["notices"]
+    assert {k: v for k, v in first.items() if k != "shown_at"} == {
+        k: v for k, v in second.items() if k != "shown_at"
+    }
+    notice_row = first
+    assert {k: v for k, v in notice_row.items() if k != "shown_at"} == {
+        "purpose": "direct_marketing",
+        "lawful_basis": "legitimate_interest",
+        "provider_basis": "LEAD",
+        "subscription_type_id": "999",
+        "applies": True,
+        "text": "Legitimate interest consent text",
+    }
+    response = await client.delete("/v1/subjects", params={"email": "example@example.com"}, headers=admin)
+    assert response.status == 200
+    assert await db.fetchval("SELECT count(*) FROM ingest.submission_notices") == 0
+
+
+async def test_a_legitimate_interest_delivery_stores_its_notice(make_client, db):
+    client = await make_client(hubspot_config())
+    body, headers = signed(INTEREST)
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    assert (
+        await db.fetchval("SELECT text FROM ingest.submission_notices") == "Legitimate interest consent text"
+    )
+
+
+async def test_a_mapped_property_missing_from_a_body_is_counted_by_its_config_key(make_client, db):
+    from tests.adapters._metrics import metric_value
+
+    client = await make_client(hubspot_config(fields={"message": "how_can_we_help"}))
+    body, headers = signed(sample())
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    name = "ingest_mapped_field_absent_total"
+    assert await metric_value(client, name, source="hubspot-site", field="fields.message") == 1

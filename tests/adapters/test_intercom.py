@@ -8,6 +8,8 @@ https://developers.intercom.com/docs/references/2.3/rest-api/conversations/): th
 anonymous-lead one as printed, the other with the author's name and e-mail of the "Conversation source"
 model (https://developers.intercom.com/docs/references/2.16/rest-api/api.intercom.io/models/conversation_source).
 Intercom publishes no signature test vector; the one here (ping-compact.json) is self-computed.
+conversation_user_created-api1.json is an API 1.x delivery (person in data.item.user), verbatim from
+zulip's Intercom fixtures; see tests/fixtures/intercom/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ingest.adapters.base import Ignored
 from ingest.adapters.intercom import ADAPTER, plain_text
 from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature
+from tests.adapters._metrics import metric_value
 from tests.support import config_with_source, dump_database
 
 SECRET = "intercom-client-secret-0123456789"
@@ -34,6 +37,7 @@ CONVERSATION = json.loads((FIXTURES / "conversation_user_created.json").read_tex
 ANONYMOUS = (FIXTURES / "conversation_user_created-anonymous_lead.json").read_bytes()
 USER_CREATED = (FIXTURES / "user_created-signed.json").read_bytes()
 PING = (FIXTURES / "ping-compact.json").read_bytes()
+API1 = json.loads((FIXTURES / "conversation_user_created-api1.json").read_text())
 # Self-computed (Python hmac and openssl): HMAC-SHA1("test_secret", ping-compact.json).
 VECTOR_SECRET = "test_secret"
 VECTOR_SIGNATURE = "sha1=c1c2b759edba200b8ca35e9f8624cbe2db2c0181"
@@ -285,6 +289,72 @@ async def test_notifications_other_than_a_contacts_new_conversation_are_acknowle
     assert await response.json() == {"status": "ignored", "reason": reason}
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
     assert "mk@acmeinc.org" not in await dump_database(db)
+
+
+# --- API 1.x (issue 16.3) ----------------------------------------------------------------------
+
+
+def api1(**user) -> dict:
+    """The API 1.x fixture; keyword arguments replace keys of data.item.user."""
+    payload = copy.deepcopy(API1)
+    payload["data"]["item"]["user"].update(user)
+    return payload
+
+
+async def test_an_api_1_conversation_is_read_from_its_user_and_conversation_message(make_client, db):
+    # Before: answered 202 not_from_the_contact and discarded; Intercom never retries.
+    client = await make_client(intercom_config())
+    response = await deliver(client, api1(email="rose.poodle@example.com"))
+    assert response.status == 201
+    row = await db.fetchrow(CONTACT_ROW)
+    assert dict(row) == {
+        "name": "Rose Poodle from St. John's",
+        "email": "rose.poodle@example.com",
+        "phone": None,
+        "message": "Hello everyone!",
+        "source": "intercom",
+        "channel": "chat",
+    }
+
+
+async def test_the_verbatim_api_1_lead_without_an_email_is_ignored_for_no_contact_details(make_client, db):
+    client = await make_client(intercom_config())
+    body = (FIXTURES / "conversation_user_created-api1.json").read_bytes()
+    response = await client.post(URL, data=body, headers=signed(body))
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "no_contact_details"}
+    assert "Rose Poodle" not in await dump_database(db)
+    labels = {"source": "intercom", "reason": "no_contact_details"}
+    assert await metric_value(client, "ingest_ignored_deliveries_total", **labels) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            lambda p: p["data"]["item"]["conversation_message"]["author"].update(type="admin"),
+            "not_from_the_contact",
+        ),
+        (lambda p: p["data"]["item"]["user"].update(type="admin"), "not_from_the_contact"),
+        (lambda p: p["data"]["item"].pop("user"), "not_from_the_contact"),
+        (lambda p: p["data"]["item"].pop("conversation_message"), "unsupported_payload_version"),
+        (lambda p: p["data"].update(item={"type": "conversation", "id": "1"}), "unsupported_payload_version"),
+    ],
+    ids=["admin-author", "admin-user", "no-user", "no-message", "bare-item"],
+)
+async def test_an_item_in_neither_shape_or_not_from_the_contact_is_ignored_with_its_reason_and_counted(
+    make_client, db, change, reason
+):
+    client = await make_client(intercom_config())
+    payload = api1(email="rose.poodle@example.com")
+    change(payload)
+    response = await deliver(client, payload)
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": reason}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+    assert (
+        await metric_value(client, "ingest_ignored_deliveries_total", source="intercom", reason=reason) == 1
+    )
 
 
 # --- HTML to text -------------------------------------------------------------------------------

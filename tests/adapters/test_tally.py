@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from ingest.adapters.base import Ignored
 from ingest.adapters.tally import ADAPTER
 from ingest.domain import InboundRequest, RawSubmission
-from ingest.errors import InvalidSignature, MalformedBody
+from ingest.errors import InvalidSignature
+from tests.adapters._metrics import metric_value
 from tests.support import config_with_source, dump_database
 
 SECRET = "tally-signing-secret-0123456789"
@@ -109,8 +111,9 @@ def test_the_computed_signature_vector_verifies():
     body = b'{"eventId":"a4cb511e-d513-4fa5-baee-b815d718dfd1","eventType":"FORM_RESPONSE"}'
     source = tally_config(secrets=("test_secret",)).sources["tally-contact"]
     headers = {"Tally-Signature": "WnMI4AFq3C8MtsU7r6ay2CvvnBYyTnaVm6EZnOJsvcE="}
-    with pytest.raises(MalformedBody):  # the signature holds; the body has no data
-        ADAPTER.parse(source, request(body, headers | {"Content-Type": "application/json"}))
+    # The signature holds; the body has no data: never storable, so acknowledged (not a 400 Tally retries).
+    parsed = ADAPTER.parse(source, request(body, headers | {"Content-Type": "application/json"}))
+    assert parsed == [Ignored("unreadable_payload", "a4cb511e-d513-4fa5-baee-b815d718dfd1")]
     with pytest.raises(InvalidSignature):
         ADAPTER.parse(source, request(body.replace(b"FORM", b"FROM"), headers))
 
@@ -157,12 +160,14 @@ async def test_a_bad_signature_gets_401_and_stores_nothing(make_client, db, mang
     assert await db.fetchval("SELECT count(*) FROM ingest.submissions") == 0
 
 
-async def test_an_unparseable_body_with_a_wrong_signature_gets_401_not_400(make_client):
+async def test_an_unparseable_body_gets_401_unsigned_and_202_ignored_signed(make_client):
     client = await make_client(tally_config())
     headers = {"Tally-Signature": signature(b"x"), "Content-Type": "application/json"}
     assert (await client.post(URL, data=b"{oops", headers=headers)).status == 401
     headers = {"Tally-Signature": signature(b"{oops"), "Content-Type": "application/json"}
-    assert (await client.post(URL, data=b"{oops", headers=headers)).status == 400
+    response = await client.post(URL, data=b"{oops", headers=headers)
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
 
 
 async def test_the_old_and_the_new_secret_both_verify_during_rotation(make_client):
@@ -191,7 +196,8 @@ async def test_another_event_type_is_acknowledged_and_ignored(make_client, db):
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
 
-async def test_a_response_without_email_or_phone_gets_422(make_client, db):
+async def test_a_response_without_email_or_phone_is_acknowledged_ignored_and_counted(make_client, db):
+    # Issue 16.2: Tally retries a 4xx five times over a day; it can never succeed.
     client = await make_client(tally_config())
     payload = sample()
     payload["data"]["fields"] = [
@@ -199,8 +205,41 @@ async def test_a_response_without_email_or_phone_gets_422(make_client, db):
     ]
     body, headers = signed(payload)
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status == 422
-    assert set((await response.json())["fields"]) == {"email", "phone"}  # the payer's e-mail is not guessed
+    assert response.status == 202
+    # The payer's e-mail is not guessed: no contact details.
+    assert await response.json() == {"status": "ignored", "reason": "no_contact_details"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+    labels = {"source": "tally-contact", "reason": "no_contact_details"}
+    assert await metric_value(client, "ingest_ignored_deliveries_total", **labels) == 1
+
+
+async def test_a_response_whose_email_and_phone_are_both_invalid_is_ignored_as_invalid(make_client, db):
+    client = await make_client(tally_config())
+    payload = sample()
+    for field in payload["data"]["fields"]:
+        if field["type"] == "INPUT_EMAIL":
+            field["value"] = "alice at example"
+        if field["type"] == "INPUT_PHONE_NUMBER":
+            field["value"] = "12"
+    body, headers = signed(payload)
+    response = await client.post(URL, data=body, headers=headers)
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "invalid_contact_details"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_a_mapped_key_missing_from_a_response_is_counted_by_its_config_key(make_client, db):
+    # Issue 16.4: `fields` names a question key the form no longer has (renamed or deleted).
+    client = await make_client(
+        tally_config(
+            fields={"message": "question_gone"}, consent_fields={"no_such_box": "marketing-email-v1"}
+        )
+    )
+    body, headers = signed(sample())
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    name, source = "ingest_mapped_field_absent_total", "tally-contact"
+    assert await metric_value(client, name, source=source, field="fields.message") == 1
+    assert await metric_value(client, name, source=source, field="consent_fields.no_such_box") == 1
 
 
 async def test_a_configured_key_and_label_choose_the_name_and_a_payment_email(make_client, db):
@@ -299,18 +338,19 @@ async def test_unexpected_types_never_cause_a_server_error(make_client, mangle):
     mangle(payload)
     body, headers = signed(payload)
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status in (201, 422)
+    assert response.status in (201, 202)
 
 
 @pytest.mark.parametrize(
     "changes",
     [{"eventId": None}, {"eventId": ""}, {"eventId": {"id": 1}}, {"data": None}, {"data": "x"}],
 )
-async def test_an_event_without_a_usable_id_or_data_gets_400(make_client, changes):
+async def test_a_signed_event_without_a_usable_id_or_data_is_acknowledged_as_unreadable(make_client, changes):
     client = await make_client(tally_config())
     body, headers = signed(sample(**changes))
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status == 400
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
 
 
 def test_parse_returns_one_submission_with_the_event_id_as_delivery_id():

@@ -3,8 +3,9 @@
 Payloads: tests/fixtures/tawkto/. chat_start.json, chat_end.json and ticket_create.json are the samples
 of tawk.to's "Webhooks" page (https://developer.tawk.to/webhooks/), taken from public copies of it (the
 page's own sample section could not be retrieved; see the README). chat_start-live.json has the shape
-of a delivery captured by a public integration (no visitor e-mail). tawk.to publishes no signature
-test vector; the one here is self-computed.
+of a delivery captured by a public integration (no visitor e-mail). chat_start-prechat.json is
+constructed on that shape with a four-line pre-chat form (see the README). tawk.to publishes no
+signature test vector; the one here is self-computed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CHAT_START_COMPACT = (FIXTURES / "chat_start-compact.json").read_bytes()
 CHAT_END = (FIXTURES / "chat_end.json").read_bytes()
 TICKET_CREATE = json.loads((FIXTURES / "ticket_create.json").read_text())
 CHAT_START_LIVE = (FIXTURES / "chat_start-live.json").read_bytes()
+CHAT_START_PRECHAT = (FIXTURES / "chat_start-prechat.json").read_bytes()
 # Self-computed (Python hmac and openssl): HMAC-SHA1("test_secret", chat_start-compact.json).
 VECTOR_SECRET = "test_secret"
 VECTOR_SIGNATURE = "1b1ee0bdb5fadd89a2d2a5f7dd4ea3be9551f4e0"
@@ -431,3 +433,102 @@ def test_options_are_refused_at_start_up():
 def test_field_mappings_are_refused_because_tawk_has_no_form_fields():
     with pytest.raises(ConfigError, match=r"sources\.tawk\.fields"):
         tawk_config(fields={"email": "mail"})
+
+
+# --- Pre-chat form answers (issue 16.5) ----------------------------------------------------------
+
+
+def prechat(text: str, **visitor) -> dict:
+    payload = json.loads(CHAT_START_PRECHAT)
+    payload["message"]["text"] = text
+    payload["visitor"].update(visitor)
+    return payload
+
+
+async def test_pre_chat_lines_are_read_only_with_the_option(make_client, db):
+    # Off by default: the capture's shape (no visitor.email) is acknowledged and nothing is stored.
+    client = await make_client(tawk_config())
+    response = await deliver(client, CHAT_START_PRECHAT)
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "no_contact_details"}
+    assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+
+
+async def test_with_the_option_the_email_and_phone_lines_fill_the_contact_and_the_rest_is_the_message(
+    make_client, db
+):
+    client = await make_client(tawk_config(options={"prechat_form": True}))
+    response = await deliver(client, CHAT_START_PRECHAT)
+    assert response.status == 201
+    row = await db.fetchrow(CONTACT_ROW)
+    assert dict(row) == {
+        "name": "Maija Meikäläinen",
+        "email": "maija@example.fi",
+        "phone": "+358401234567",
+        "message": "Name : Maija Meikäläinen\nQuestion : Do you deliver to Oulu?",
+        "source": "tawk",
+        "channel": "chat",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Nimi : Maija\nSähköposti : maija@example.fi\nPuhelin: 040 123 4567\nViesti : Soittakaa",
+        "Namn : Maija\rE-post : maija@example.fi\rTelefon : 040 123 4567\rMeddelande : Ring mig",
+        "name:Maija\r\nE-MAIL ADDRESS * :  maija@example.fi \r\nmobile number: 040 123 4567\r\nmessage: Call me",
+    ],
+    ids=["finnish", "swedish", "english-spacing-and-required-marker"],
+)
+async def test_finnish_swedish_and_english_labels_are_read_by_default(make_client, db, text):
+    client = await make_client(tawk_config(options={"prechat_form": True}))
+    assert (await deliver(client, prechat(text))).status == 201
+    row = await db.fetchrow(CONTACT_ROW)
+    assert (row["email"], row["phone"]) == ("maija@example.fi", "+358401234567")
+    assert "maija@example.fi" not in row["message"]
+    assert "040" not in row["message"]
+    assert len(row["message"].splitlines()) == 2  # the name and message lines stay, as written
+
+
+async def test_configured_labels_replace_the_defaults(make_client, db):
+    options = {"prechat_form": True, "prechat_labels": {"email": ["Correo electrónico"]}}
+    client = await make_client(tawk_config(options=options))
+    text = "Correo electrónico : ana@example.co\nEmail : other@example.co\nPhone : 040 123 4567"
+    assert (await deliver(client, prechat(text))).status == 201
+    row = await db.fetchrow(CONTACT_ROW)
+    assert row["email"] == "ana@example.co"
+    assert row["phone"] == "+358401234567"  # phone keeps its default labels
+    assert row["message"] == "Email : other@example.co"
+
+
+async def test_the_visitor_objects_email_wins_over_a_pre_chat_line(make_client, db):
+    client = await make_client(tawk_config(options={"prechat_form": True}))
+    payload = prechat("Email : typed@example.fi\nHello", email="visitor@example.fi")
+    assert (await deliver(client, payload)).status == 201
+    row = await db.fetchrow(CONTACT_ROW)
+    assert (row["email"], row["message"]) == ("visitor@example.fi", "Hello")
+
+
+def test_a_message_without_labelled_lines_is_left_as_it_is():
+    source = tawk_config(options={"prechat_form": True}).sources["tawk"]
+    [item] = ADAPTER.parse(source, inbound(CHAT_START_LIVE, signed(CHAT_START_LIVE)))
+    assert isinstance(item, RawSubmission)
+    assert item.fields == {"name": "Ana Gómez", "message": "Nombre de La Empresa : Ana Gómez"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prechat_form": "yes"}, r"options\.prechat_form: expected true or false"),
+        ({"prechat_labels": ["Email"]}, r"options\.prechat_labels: expected a table"),
+        ({"prechat_labels": {"name": ["Nimi"]}}, r"options\.prechat_labels\.name: only email and phone"),
+        ({"prechat_labels": {"email": []}}, r"options\.prechat_labels\.email: expected a list of labels"),
+        (
+            {"prechat_labels": {"email": "Email"}},
+            r"options\.prechat_labels\.email: expected a list of labels",
+        ),
+    ],
+)
+def test_pre_chat_options_that_cannot_work_are_refused_naming_the_key(options, message):
+    with pytest.raises(ConfigError, match=message):
+        tawk_config(options=options)

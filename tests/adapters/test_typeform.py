@@ -20,7 +20,8 @@ import pytest
 from ingest.adapters.base import Ignored
 from ingest.adapters.typeform import ADAPTER
 from ingest.domain import InboundRequest, RawSubmission
-from ingest.errors import ConfigError, InvalidSignature, MalformedBody
+from ingest.errors import ConfigError, InvalidSignature
+from tests.adapters._metrics import metric_value
 from tests.support import config_with_source, dump_database
 
 SECRET = "a8f5f167f44f4964e6c998dee827110c3aa3b8f0"
@@ -102,8 +103,8 @@ def test_the_computed_signature_vector_verifies():
         "Typeform-Signature": "sha256=n3nfN41Qq3tAGvfd97TwHHlMUZlM7+84CSrPo4257Tk=",
         "Content-Type": "application/json",
     }
-    with pytest.raises(MalformedBody):  # the signature holds; the body has no form_response
-        ADAPTER.parse(source, request(body, headers))
+    # The signature holds; the body has no form_response: acknowledged, never a 400 Typeform retries.
+    assert ADAPTER.parse(source, request(body, headers)) == [Ignored("unreadable_payload", "LtWXD3crgy")]
     with pytest.raises(InvalidSignature):
         ADAPTER.parse(source, request(body + b" ", headers))
 
@@ -163,7 +164,8 @@ async def test_a_partial_response_event_is_acknowledged_and_ignored(make_client,
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
 
-async def test_a_response_without_email_or_phone_gets_422(make_client, db):
+async def test_a_response_without_email_or_phone_is_acknowledged_ignored_and_counted(make_client, db):
+    # Issue 16.2: Typeform retries a failed delivery for hours; this one can never succeed.
     client = await make_client(typeform_config())
     payload = sample()
     payload["form_response"]["answers"] = [
@@ -171,9 +173,20 @@ async def test_a_response_without_email_or_phone_gets_422(make_client, db):
     ]
     body, headers = signed(payload)
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status == 422
-    assert set((await response.json())["fields"]) == {"email", "phone"}
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "no_contact_details"}
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+    labels = {"source": "city-survey", "reason": "no_contact_details"}
+    assert await metric_value(client, "ingest_ignored_deliveries_total", **labels) == 1
+
+
+async def test_a_mapped_ref_missing_from_a_response_is_counted_by_its_config_key(make_client, db):
+    # Issue 16.4: `fields` names a ref the form no longer has; Typeform omits unanswered questions too.
+    client = await make_client(typeform_config(fields={"message": "renamed_ref"}))
+    body, headers = signed(sample())
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    name = "ingest_mapped_field_absent_total"
+    assert await metric_value(client, name, source="city-survey", field="fields.message") == 1
 
 
 async def test_a_phone_number_answer_is_the_phone(make_client, db):
@@ -274,30 +287,36 @@ async def test_unexpected_types_never_cause_a_server_error(make_client, mangle):
     mangle(payload)
     body, headers = signed(payload)
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status in (201, 422)
+    assert response.status in (201, 202)
 
 
 @pytest.mark.parametrize(
     ("changes", "status"),
     [
-        ({"event_id": None}, 400),
+        ({"event_id": None}, 202),
         ({"event_id": 42}, 201),
-        ({"event_id": "x" * 201}, 400),
-        ({"form_response": []}, 400),
+        ({"event_id": "x" * 201}, 202),
+        ({"form_response": []}, 202),
         ({"event_type": None}, 202),
     ],
 )
-async def test_an_envelope_without_a_usable_event_id_or_response_gets_400(make_client, changes, status):
+async def test_an_envelope_without_a_usable_event_id_or_response_is_acknowledged(
+    make_client, changes, status
+):
     client = await make_client(typeform_config())
     body, headers = signed(sample(**changes))
-    assert (await client.post(URL, data=body, headers=headers)).status == status
+    response = await client.post(URL, data=body, headers=headers)
+    assert response.status == status
+    if status == 202 and "event_type" not in changes:
+        assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
 
 
-async def test_a_signed_body_that_is_not_json_gets_400(make_client):
+async def test_a_signed_body_that_is_not_json_is_acknowledged_as_unreadable(make_client):
     client = await make_client(typeform_config())
     body, headers = signed(b"{not json")
     response = await client.post(URL, data=body, headers=headers)
-    assert response.status == 400
+    assert response.status == 202
+    assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
 
 
 def test_parse_returns_one_submission_with_the_event_id_as_delivery_id():

@@ -20,6 +20,7 @@ import pytest
 from ingest.adapters.webflow import ADAPTER
 from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature
+from tests.adapters._metrics import metric_value
 from tests.support import config_with_source, dump_database
 
 # The secretKey of the page's sample "create webhook" response, used here as a test secret.
@@ -105,17 +106,19 @@ async def test_the_documented_contact_us_sample_keeps_the_lead_and_drops_its_fic
     assert dict(row) == {"name": "Zaphod Beeblebrox", "email": "zaphod@heartofgold.ai", "phone": None}
 
 
-async def test_a_delivery_whose_only_contact_field_is_invalid_gets_422_saying_why(make_client, db):
+async def test_a_delivery_whose_contact_fields_are_all_invalid_is_answered_200_ignored_and_counted(
+    make_client, db
+):
+    # Issue 16.2: a 422 is retried three times, then Webflow deactivates the webhook.
     client = await make_client(webflow_config())
-    payload = contact_us(email="not-an-address")
+    payload = contact_us(email="not-an-address")  # and the sample's fictional 555 phone number
     body = json.dumps(payload).encode()
     response = await client.post(URL, data=body, headers=sign(body))
-    assert response.status == 422
-    assert await response.json() == {
-        "error": "validation_failed",
-        "fields": {"email": ["Not a valid e-mail address."], "phone": ["Not a valid phone number."]},
-    }
+    assert response.status == 200
+    assert await response.json() == {"status": "ignored", "reason": "invalid_contact_details"}
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
+    labels = {"source": "webflow-contact", "reason": "invalid_contact_details"}
+    assert await metric_value(client, "ingest_ignored_deliveries_total", **labels) == 1
 
 
 async def test_the_contact_us_sample_with_a_real_number_stores_name_email_and_phone(make_client, db):
@@ -244,14 +247,14 @@ async def test_another_trigger_type_is_acknowledged_and_ignored(make_client, db)
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
 
-async def test_a_submission_without_email_or_phone_gets_422(make_client, db):
+async def test_a_submission_without_email_or_phone_is_answered_200_ignored(make_client, db):
     client = await make_client(webflow_config())
     payload = copy.deepcopy(CONTACT_US)
     del payload["payload"]["data"]["email"], payload["payload"]["data"]["Phone Number"]
     body = compact(payload)
     response = await client.post(URL, data=body, headers=sign(body))
-    assert response.status == 422
-    assert set((await response.json())["fields"]) == {"email", "phone"}
+    assert response.status == 200
+    assert await response.json() == {"status": "ignored", "reason": "no_contact_details"}
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
 
@@ -280,6 +283,27 @@ async def test_configured_field_names_and_a_ticked_checkbox_map_name_message_and
         "marketing_allowed": True,
         "message": "Where is my towel?",
     }
+
+
+async def test_a_mapped_field_missing_from_a_delivery_is_counted_by_its_config_key_never_its_value(
+    make_client, db
+):
+    # Issue 16.4: the form's "Question" field was renamed in the Designer; the lead is still stored.
+    config = webflow_config(
+        fields={"message": "Question", "email": "email"}, consent_fields={"Newsletter": "marketing-email-v1"}
+    )
+    client = await make_client(config)
+    body = compact(contact_us(**{"Your question": "Where is my towel?"}))
+    assert (await client.post(URL, data=body, headers=sign(body))).status == 200
+    assert await db.fetchval("SELECT count(*) FROM crm.submissions") == 1
+    name = "ingest_mapped_field_absent_total"
+    source = "webflow-contact"
+    assert await metric_value(client, name, source=source, field="fields.message") == 1
+    assert await metric_value(client, name, source=source, field="consent_fields.Newsletter") == 1
+    assert await metric_value(client, name, source=source, field="fields.email") == 0  # it was there
+    metrics = await (await client.get("/metrics")).text()
+    assert "towel" not in metrics
+    assert "zaphod" not in metrics
 
 
 @pytest.mark.parametrize("value", [False, "false", "", None, "off"])
@@ -319,7 +343,7 @@ async def test_unexpected_types_never_cause_a_server_error(make_client, data):
     ]
     body = compact(payload)
     response = await client.post(URL, data=body, headers=sign(body))
-    assert response.status in (200, 422)
+    assert response.status == 200
 
 
 @pytest.mark.parametrize(
@@ -332,17 +356,19 @@ async def test_unexpected_types_never_cause_a_server_error(make_client, data):
     ],
     ids=["no-payload", "payload-list", "no-id", "control-char-id"],
 )
-async def test_a_submission_without_a_usable_id_gets_400(make_client, payload):
+async def test_a_signed_submission_without_a_usable_id_is_answered_200_ignored(make_client, payload):
     client = await make_client(webflow_config())
     body = compact(payload)
     response = await client.post(URL, data=body, headers=sign(body))
-    assert response.status == 400
-    assert await response.json() == {"error": "malformed_body"}
+    assert response.status == 200
+    assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
 
 
-async def test_a_signed_body_that_is_not_json_gets_400_and_unsigned_garbage_401(make_client):
+async def test_a_signed_body_that_is_not_json_is_ignored_and_unsigned_garbage_gets_401(make_client):
     client = await make_client(webflow_config())
-    assert (await client.post(URL, data=b"{oops", headers=sign(b"{oops"))).status == 400
+    response = await client.post(URL, data=b"{oops", headers=sign(b"{oops"))
+    assert response.status == 200
+    assert await response.json() == {"status": "ignored", "reason": "unreadable_payload"}
     headers = sign(b"{oops") | {"x-webflow-signature": "0" * 64}
     assert (await client.post(URL, data=b"{oops", headers=headers)).status == 401
 
