@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -294,7 +295,7 @@ def main() -> None:
             env = dict(os.environ) | {
                 "DATABASE_URL": dsn,
                 "BENCH_SECRET": SECRET,
-                "INGEST_PEPPER": "bench-pepper",
+                "INGEST_PEPPER": secrets.token_hex(32),  # a fresh database per run: any strong pepper
             }
             subprocess.run(
                 [sys.executable, "-m", "ingest", "migrate"],

@@ -63,6 +63,8 @@ class Source:
     format: str
     purposes: tuple[str, ...]
     secrets: tuple[str, ...] = ()
+    # The names in secret_env (no values): `ingest try` and messages name the variable.
+    secret_envs: tuple[str, ...] = ()
     allowed_origins: frozenset[str] = frozenset()
     consent_fields: Mapping[str, str] = field(default_factory=dict)
     field_map: Mapping[str, str] = field(default_factory=dict)
@@ -89,6 +91,7 @@ class AdminToken:
 MAX_BODY_BYTES_CAP = 16 * 1024 * 1024  # a body is held in memory whole
 # The documented maxima of the link lifetimes in [limits] (see Limits).
 LINK_DAYS_MAXIMUM = {"confirm_link_days": 30, "unsubscribe_link_days": 365}
+DEADLINE_RANGE = (0.5, 60.0)  # [limits] request_deadline_seconds, in seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class Limits:
     auth_failures_per_client_per_minute: int = 60
     pending_chat_ttl_hours: int = 24
     maintenance_interval_seconds: int = 3600
+    # Every submission, admin and link request is answered within this long of its
+    # arrival: committed, or 503 + Retry-After (DESIGN §8). From 0.5 to 60 seconds.
+    request_deadline_seconds: float = 3.0
     # Behind a reverse proxy: how many X-Forwarded-For hops to trust for the client
     # address used by the per-client rate limit (0: the TCP peer).
     trusted_proxy_hops: int = 0
@@ -134,6 +140,8 @@ class Config:
     limits: Limits
     notice_url: str | None = None
     public_url: str | None = None
+    # Who is responsible for the data (GDPR controller), as pages and `ingest ropa` name it.
+    controller: str | None = None
     path: str | None = None
 
 
@@ -169,11 +177,14 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     example_secrets_allowed: bool = False,
+    require_secrets: bool = True,
 ) -> Config:
     """Read and validate the TOML file at `path`, resolving secrets from `environ`.
 
     `example_secrets_allowed`: the README's example secret is accepted (the embedded
-    development database only).
+    development database only). `require_secrets=False` (commands that never verify a
+    delivery or a bearer token: the privacy chores, `ropa`, `try`): a source's secret is
+    taken if set, unchecked, and admin tokens are not resolved.
     """
     path = path or default_config_path()
     environ = os.environ if environ is None else environ
@@ -183,7 +194,9 @@ def load_config(
         raise ConfigError(f"{path}: file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    config = parse_config(raw, environ, example_secrets_allowed=example_secrets_allowed)
+    config = parse_config(
+        raw, environ, example_secrets_allowed=example_secrets_allowed, require_secrets=require_secrets
+    )
     return Config(**{**_fields(config), "path": str(path)})
 
 
@@ -254,7 +267,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 def parse_config(
-    raw: Mapping[str, Any], environ: Mapping[str, str], *, example_secrets_allowed: bool = False
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    example_secrets_allowed: bool = False,
+    require_secrets: bool = True,
 ) -> Config:
     """Validate an already-parsed TOML document."""
     top = _Reader(dict(raw), "")
@@ -266,10 +283,13 @@ def parse_config(
         raise ConfigError("default_region: not a known ISO 3166 region code")
     notice_url = top.get("notice_url", str, None)
     public_url = _url(top, "public_url")
+    controller = _controller(top)
     purposes = _purposes(top.sub("purposes"))
     consents = _consents(top.sub("consents"), purposes)
-    sources = _sources(top.sub("sources"), purposes, consents, _Secrets(environ, example_secrets_allowed))
-    tokens = _admin_tokens(top.sub("admin_tokens"), environ)
+    sources = _sources(
+        top.sub("sources"), purposes, consents, _Secrets(environ, example_secrets_allowed, require_secrets)
+    )
+    tokens = _admin_tokens(top.sub("admin_tokens"), environ, resolve=require_secrets)
     limits = _limits(top.sub("limits"))
     top.reject_unknown()
     return Config(
@@ -282,7 +302,15 @@ def parse_config(
         limits=limits,
         notice_url=notice_url,
         public_url=public_url,
+        controller=controller,
     )
+
+
+def _controller(top: _Reader) -> str | None:
+    name = top.get("controller", str, None)
+    if name is not None and (not name.strip() or len(name) > 200 or not name.isprintable()):  # noqa: PLR2004
+        raise ConfigError("controller: the controller's name, 1 to 200 printable characters")
+    return cast("str | None", name)
 
 
 def _purposes(table: _Reader) -> dict[str, Purpose]:
@@ -365,6 +393,7 @@ def _source(
         format=fmt,
         purposes=_source_purposes(item, purposes),
         secrets=_secrets(item, environ, required=adapter.needs_secret, kind=adapter.secret_kind),
+        secret_envs=_secret_envs(item),
         allowed_origins=origins,
         consent_fields=_consent_fields(item, consents),
         field_map=_field_map(item),
@@ -439,6 +468,12 @@ class _Secrets:
 
     environ: Mapping[str, str]
     example_allowed: bool
+    required: bool = True  # False: take what is set, unchecked (commands that verify nothing)
+
+
+def _secret_envs(item: _Reader) -> tuple[str, ...]:
+    names = item.table.get("secret_env", ())
+    return (names,) if isinstance(names, str) else tuple(n for n in names if isinstance(n, str))
 
 
 def _secrets(item: _Reader, environ: _Secrets, *, required: bool, kind: str) -> tuple[str, ...]:
@@ -459,29 +494,39 @@ def _secrets(item: _Reader, environ: _Secrets, *, required: bool, kind: str) -> 
         if not isinstance(env_name, str) or not env_name:
             raise ConfigError(f"{item.key('secret_env')}: environment variable names")
         value = environ.environ.get(env_name, "").strip()
-        if not value:
-            raise ConfigError(f"{item.key('secret_env')}: environment variable {env_name} is not set")
-        try:
-            standard = kind == "standard_webhooks"  # its own floor: 24-64 bytes once decoded
-            check_shared_secret(
-                env_name,
-                value,
-                example_allowed=environ.example_allowed,
-                min_chars=0 if standard else SHARED_SECRET_MIN_CHARS,
-            )
-            if standard and value not in EXAMPLE_SECRETS:
-                check_standard_webhooks_secret(env_name, value)
-        except ConfigError as exc:
-            raise ConfigError(f"{item.key('secret_env')}: {exc}") from None
-        secrets.append(value)
+        if environ.required:
+            _check_secret(item, environ, env_name, value, kind)
+        if value:
+            secrets.append(value)
     return tuple(secrets)
 
 
-def _admin_tokens(table: _Reader, environ: Mapping[str, str]) -> tuple[AdminToken, ...]:
+def _check_secret(item: _Reader, environ: _Secrets, env_name: str, value: str, kind: str) -> None:
+    if not value:
+        raise ConfigError(f"{item.key('secret_env')}: environment variable {env_name} is not set")
+    try:
+        standard = kind == "standard_webhooks"  # its own floor: 24-64 bytes once decoded
+        check_shared_secret(
+            env_name,
+            value,
+            example_allowed=environ.example_allowed,
+            min_chars=0 if standard else SHARED_SECRET_MIN_CHARS,
+        )
+        if standard and value not in EXAMPLE_SECRETS:
+            check_standard_webhooks_secret(env_name, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{item.key('secret_env')}: {exc}") from None
+
+
+def _admin_tokens(table: _Reader, environ: Mapping[str, str], *, resolve: bool) -> tuple[AdminToken, ...]:
     tokens = []
     for name in table.table:
         item = table.sub(name)
         env_name = item.get("token_sha256_env", str)
+        if not resolve:
+            item.string_list("scopes")
+            item.reject_unknown()
+            continue
         value = environ.get(env_name, "").strip()
         if not value:
             raise ConfigError(f"{item.key('token_sha256_env')}: environment variable {env_name} is not set")
@@ -511,6 +556,8 @@ def _limits(table: _Reader) -> Limits:
             raise ConfigError(f"{table.key(name)}: must be positive")
         if name in LINK_DAYS_MAXIMUM and value > LINK_DAYS_MAXIMUM[name]:
             raise ConfigError(f"{table.key(name)}: at most {LINK_DAYS_MAXIMUM[name]} days")
+        if name == "request_deadline_seconds" and not DEADLINE_RANGE[0] <= value <= DEADLINE_RANGE[1]:
+            raise ConfigError(f"{table.key(name)}: from {DEADLINE_RANGE[0]} to {DEADLINE_RANGE[1]} seconds")
         values[name] = value
     table.reject_unknown()
     return Limits(**values)

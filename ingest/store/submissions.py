@@ -22,9 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ingest.domain import Envelope, Outcome
+from ingest.domain import ConsentDecision, Envelope, Outcome
 from ingest.pseudonyms import canonical_email, delivery_digest, email_key, phone_key
 from ingest.repository import Conn, ensure_consent_texts
+from ingest.store import ledger
+from ingest.store.notices import insert_notices
 
 
 @dataclass(slots=True)
@@ -71,7 +73,11 @@ async def write_submissions(conn: Conn, envelopes: Sequence[Envelope], pepper: s
             new.append(i)
     if new:
         contacts, updates = await _upsert_contacts(conn, [envelopes[i] for i in new], pepper)
-        await _insert_rows(conn, envelopes, new, plan.ids, contacts, updates)  # takes the feed lock
+        await _insert_rows(conn, envelopes, new, plan.ids, contacts, updates, pepper)  # takes the feed lock
+        shown = [(i, n) for i in new for n in envelopes[i].notices]
+        await insert_notices(
+            conn, [(plan.ids[i], n) for i, n in shown], [envelopes[i].received_at for i, _ in shown]
+        )
         for i in new:
             outcomes[i] = Outcome("created", submission_id=plan.ids[i])
     for i, first in plan.repeats.items():
@@ -178,6 +184,7 @@ async def _insert_rows(
     ids: list[uuid.UUID],
     contacts: dict[str, uuid.UUID],
     updates: list[_ContactUpdate],
+    pepper: str,
 ) -> None:
     rows = [(ids[i], contacts[contact_key(envelopes[i])], envelopes[i]) for i in new]
     texts = {t.consent_id: t for _, _, env in rows for t in env.new_texts}
@@ -185,6 +192,7 @@ async def _insert_rows(
         await ensure_consent_texts(conn, list(texts.values()))
     purposes = [(sid, p) for sid, _, env in rows for p in env.purposes]
     events = [(sid, cid, env, d) for sid, cid, env in rows for d in env.consents]
+    chain = await _chain_events(conn, ledger.chain_key(pepper), events)
     await insert_rows(
         conn,
         BatchRows(
@@ -211,11 +219,38 @@ async def _insert_rows(
             event_sources=[env.source for _, _, env, _ in events],
             event_notice_versions=[env.notice_version for _, _, env, _ in events],
             event_recorded=[env.received_at for _, _, env, _ in events],
+            chain=chain,
             update_contact_ids=[u.contact_id for u in updates],
             update_names=[u.name for u in updates],
             update_phones=[u.phone for u in updates],
             update_phone_hashes=[u.phone_hash for u in updates],
         ),
+    )
+
+
+async def _chain_events(
+    conn: Conn, key: bytes, events: list[tuple[uuid.UUID, uuid.UUID, Envelope, ConsentDecision]]
+) -> ledger.Sealed | None:
+    """Take the feed lock and the consent chain's head, and chain the batch's consent events."""
+    if not events:
+        return None  # insert_rows takes the feed lock
+    opened = await ledger.open_chain(conn, "consent_events", len(events), after_feed_lock=True)
+    return ledger.seal(
+        key,
+        opened,
+        [
+            ledger.consent_event_fields(
+                event_id,
+                d.consent.consent_id,
+                d.consent.purpose,
+                d.granted,
+                d.consent.text_sha256,
+                env.source,
+                env.notice_version,
+                env.received_at,
+            )
+            for event_id, (_, _, env, d) in zip(opened.ids, events, strict=True)
+        ],
     )
 
 
@@ -337,7 +372,7 @@ class BatchRows:
     purposes: Sequence[str]
     bases: Sequence[str]
     days: Sequence[int]
-    # consent_events rows, in order (the hash chain follows it)
+    # consent_events rows, in order, and their chain columns (ledger.seal), None without events
     event_contact_ids: Sequence[uuid.UUID]
     event_submission_ids: Sequence[uuid.UUID]
     event_consent_ids: Sequence[str]
@@ -347,6 +382,7 @@ class BatchRows:
     event_sources: Sequence[str]
     event_notice_versions: Sequence[str]
     event_recorded: Sequence[datetime]
+    chain: ledger.Sealed | None
     # what authenticated submissions change on known contacts
     update_contact_ids: Sequence[uuid.UUID]
     update_names: Sequence[str | None]
@@ -357,9 +393,11 @@ class BatchRows:
 # One statement, one round trip: update what authenticated sources said about known
 # contacts (their rows are already locked by the upsert), take the feed lock (held to
 # COMMIT, so seq values become visible in order), insert the submissions in batch
-# order, their purposes and consent events, and queue one crm_submission
-# notification per submission. Data-modifying CTEs always run to completion;
-# foreign keys are checked at the end of the statement, when the submissions are in.
+# order, their purposes and consent events (ids, positions and HMACs drawn and computed
+# beforehand under the chain head's lock, ledger.py) with the chain's new head, and
+# queue one crm_submission notification per submission. Data-modifying CTEs always run
+# to completion; foreign keys are checked at the end of the statement, when the
+# submissions are in.
 _INSERT_ROWS = """
 WITH contact_updates AS (
     UPDATE ingest.contacts c
@@ -386,13 +424,17 @@ WITH contact_updates AS (
     SELECT * FROM unnest($8::uuid[], $9::text[], $10::text[], $11::int[])
 ), events AS (
     INSERT INTO ingest.consent_events
-           (contact_id, submission_id, consent_id, purpose, granted, text_sha256, source,
-            notice_version, recorded_at)
-    SELECT c, s, k, p, g, h, src, n, r
-      FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::bool[], $17::text[],
-                  $18::text[], $19::text[], $20::timestamptz[]) WITH ORDINALITY
-           AS t(c, s, k, p, g, h, src, n, r, o)
-     ORDER BY o
+           (event_id, contact_id, submission_id, consent_id, purpose, granted, text_sha256, source,
+            notice_version, recorded_at, chain_pos, prev_hash, row_hash)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, c, s, k, p, g, h, src, n, r, pos, prev, rh
+      FROM unnest($28::bigint[], $12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::bool[],
+                  $17::text[], $18::text[], $19::text[], $20::timestamptz[], $29::bigint[], $30::text[],
+                  $31::text[])
+           AS t(i, c, s, k, p, g, h, src, n, r, pos, prev, rh)
+), chain_head AS (
+    UPDATE ingest.chain_heads SET position = $32, head = $33, head_mac = $34, updated_at = now()
+     WHERE chain = 'consent_events' AND $32::bigint IS NOT NULL
 ), notified AS (
     SELECT pg_notify('crm_submission', submission_id::text) FROM subs
 )
@@ -402,6 +444,7 @@ SELECT count(*) FROM notified
 
 async def insert_rows(conn: Conn, rows: BatchRows) -> None:
     """Write the batch's contact updates, submissions, purposes and consent events in one statement."""
+    chain = rows.chain
     await conn.fetchval(
         _INSERT_ROWS,
         rows.submission_ids,
@@ -431,6 +474,13 @@ async def insert_rows(conn: Conn, rows: BatchRows) -> None:
         rows.update_names,
         rows.update_phones,
         rows.update_phone_hashes,
+        chain.ids if chain else [],
+        chain.positions if chain else [],
+        chain.prev_hashes if chain else [],
+        chain.row_hashes if chain else [],
+        chain.head_position if chain else None,
+        chain.head if chain else None,
+        chain.head_mac if chain else None,
     )
 
 

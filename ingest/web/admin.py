@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
 
 from ingest import errors, rights
 from ingest.adapters.base import parse_json_object, text_bytes
 from ingest.links import LinkClaim, verify_token
+from ingest.service import within
 from ingest.web.intake import client_address, read_body
-from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, PEPPER, POOL
+from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, PEPPER, POOL, SERVICE
 
 
 def authorize(request: web.Request, scope: str) -> str:
@@ -40,6 +43,18 @@ def authorize(request: web.Request, scope: str) -> str:
     return matched.name
 
 
+T = TypeVar("T")
+
+
+async def _bounded(request: web.Request, work: Awaitable[T]) -> T:
+    """The database work of an admin or link request: done within the request deadline, else 503.
+
+    These routes share the pool with intake: a held lock or a frozen server must not
+    hold them (nor their callers) longer than a submission would be held.
+    """
+    return await within(request.app[SERVICE].deadline(), work)
+
+
 def _subject(request: web.Request) -> rights.Subject:
     return rights.subject_from(request.app[CONFIG], request.query.get("email"), request.query.get("phone"))
 
@@ -47,14 +62,18 @@ def _subject(request: web.Request) -> rights.Subject:
 async def export_subject(request: web.Request) -> web.Response:
     """GET /v1/subjects?email=|phone=: everything held on the person."""
     actor = authorize(request, "export")
-    document = await rights.export(request.app[POOL], _subject(request), request.app[PEPPER], actor)
+    document = await _bounded(
+        request, rights.export(request.app[POOL], _subject(request), request.app[PEPPER], actor)
+    )
     return web.json_response(document)
 
 
 async def erase_subject(request: web.Request) -> web.Response:
     """DELETE /v1/subjects?email=|phone=: erase the person, report what was removed."""
     actor = authorize(request, "erase")
-    report = await rights.erase(request.app[POOL], _subject(request), request.app[PEPPER], actor)
+    report = await _bounded(
+        request, rights.erase(request.app[POOL], _subject(request), request.app[PEPPER], actor)
+    )
     return web.json_response({"status": "erased", "removed": report})
 
 
@@ -65,7 +84,7 @@ async def opt_out_subject(request: web.Request) -> web.Response:
     body = await read_body(request, config.limits.max_body_bytes, config.limits.body_timeout_seconds)
     payload = parse_json_object(body)
     subject = rights.subject_from(config, payload.get("email"), payload.get("phone"))
-    report = await rights.opt_out(request.app[POOL], subject, request.app[PEPPER], actor)
+    report = await _bounded(request, rights.opt_out(request.app[POOL], subject, request.app[PEPPER], actor))
     return web.json_response({"status": "opted_out", "recorded": report})
 
 
@@ -93,13 +112,19 @@ def _claim(request: web.Request, action: str) -> LinkClaim:
     )
 
 
+def _sender(request: web.Request) -> str:
+    # The controller as the config names it (escaped by _page), else a neutral "us".
+    return request.app[CONFIG].controller or "us"
+
+
 async def unsubscribe_page(request: web.Request) -> web.Response:
     """GET: ask for confirmation (mail scanners follow links; only POST unsubscribes)."""
     try:
         _claim(request, "unsubscribe")
     except errors.InvalidLink:
         return _page("Link not valid", "This unsubscribe link is not valid or has expired.", status=400)
-    return _page("Unsubscribe", "Stop QualityDesk marketing e-mails to this address?", _button("Unsubscribe"))
+    question = f"Stop marketing e-mails from {_sender(request)} to this address?"
+    return _page("Unsubscribe", question, _button("Unsubscribe"))
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
@@ -108,8 +133,8 @@ async def unsubscribe(request: web.Request) -> web.Response:
         claim = _claim(request, "unsubscribe")
     except errors.InvalidLink:
         return _page("Link not valid", "This unsubscribe link is not valid or has expired.", status=400)
-    await rights.unsubscribe(request.app[POOL], claim.email_hash)
-    return _page("Unsubscribed", "You will not receive QualityDesk marketing e-mails any more.")
+    await _bounded(request, rights.unsubscribe(request.app[POOL], claim.email_hash, request.app[PEPPER]))
+    return _page("Unsubscribed", f"You will not receive marketing e-mails from {_sender(request)} any more.")
 
 
 async def confirm_page(request: web.Request) -> web.Response:
@@ -118,7 +143,8 @@ async def confirm_page(request: web.Request) -> web.Response:
     try:
         claim = _claim(request, "confirm")
         # Already used, or issued before a later objection: say so now, not after the click.
-        await rights.confirm_opt_in(request.app[POOL], config, claim, check_only=True)
+        pool, pepper = request.app[POOL], request.app[PEPPER]
+        await _bounded(request, rights.confirm_opt_in(pool, config, claim, pepper, check_only=True))
     except errors.InvalidLink:
         return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)
     consent = config.consents[claim.consent_id or ""]  # confirm_opt_in checked it exists
@@ -129,7 +155,9 @@ async def confirm(request: web.Request) -> web.Response:
     """POST: the confirmed opt-in lifts a marketing suppression and records the consent (once)."""
     try:
         claim = _claim(request, "confirm")
-        await rights.confirm_opt_in(request.app[POOL], request.app[CONFIG], claim)
+        await _bounded(
+            request, rights.confirm_opt_in(request.app[POOL], request.app[CONFIG], claim, request.app[PEPPER])
+        )
     except errors.InvalidLink:
         return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)
     return _page("Confirmed", "Thank you: your subscription is confirmed.")

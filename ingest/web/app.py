@@ -15,10 +15,11 @@ from aiohttp import web
 
 from ingest import repository, repository_subjects, rights
 from ingest.config import Config
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, Unavailable
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import TRANSIENT_ERRORS, IngestService
+from ingest.store import ledger
 from ingest.store.leases import last_done
 from ingest.store.settings import check_pepper
 from ingest.store.submissions import rekey_legacy_deliveries
@@ -31,6 +32,7 @@ from ingest.web.openapi import build_spec
 log = structlog.get_logger("ingest.app")
 
 STARTUP_WAIT_SECONDS = 30.0
+POOL_CLOSE_SECONDS = 5.0  # at shutdown; past it, connections are terminated
 
 
 def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
@@ -56,7 +58,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_post("/v1/{kind:forms|chats}/{source}", intake.receive)
-    app.router.add_get("/v1/{kind:forms}/{source}", form_page.form_page)
+    form_page.add_routes(app)  # the example form and its fill-time stamp
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
     admin.add_routes(app)
     document = build_spec(config)  # built once; the config does not change while serving
@@ -150,20 +152,27 @@ async def database(app: web.Application) -> AsyncIterator[None]:
                 config.limits.batch_max_rows,
                 config.limits.batch_max_wait_ms,
                 on_batch=app[METRICS].batch_size.observe,
+                deadline_seconds=config.limits.request_deadline_seconds,
             )
             writer.start()
         app[SERVICE] = IngestService(config, pool, app[PEPPER], writer)
         yield
     finally:
+        # Bounded, so that a stop completes with the database frozen: the queue is
+        # committed or answered 503 by its deadlines, then the pool closes or is cut.
         if writer is not None:
-            await writer.stop()  # everything queued is committed and answered first
-        await pool.close()
+            await writer.stop()
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            log.warning("pool_close_timed_out")  # asyncpg terminated every connection
 
 
 async def sync_consent_texts(pool: asyncpg.Pool, config: Config, pepper: str | None = None) -> None:
     """Store the config's consent texts (refuse to start if an id's wording changed); re-key old rows."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_WAIT_SECONDS
+    attempt = 0
     while True:
         try:
             async with pool.acquire() as conn:
@@ -173,10 +182,18 @@ async def sync_consent_texts(pool: asyncpg.Pool, config: Config, pepper: str | N
                     await check_pepper(conn, pepper)
                     await rekey_legacy_deliveries(conn, pepper)
             break
-        except TRANSIENT_ERRORS:
-            if loop.time() > deadline:
-                raise
-            log.warning("database_not_ready")
+        except TRANSIENT_ERRORS as exc:
+            attempt += 1
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("database_unavailable_giving_up", attempt=attempt, exc_type=type(exc).__name__)
+                raise Unavailable from None
+            log.warning(
+                "database_unavailable_retrying",
+                attempt=attempt,
+                seconds_left=round(left, 1),
+                exc_type=type(exc).__name__,
+            )
             await asyncio.sleep(1)
     if changed:
         raise ConfigError(
@@ -200,13 +217,15 @@ async def _maintenance_loop(app: web.Application) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            report = await rights.purge(app[POOL], datetime.now(UTC), "scheduler")
+            report = await rights.purge(app[POOL], datetime.now(UTC), "scheduler", app[PEPPER])
             metrics.purge_runs.labels("skipped" if "skipped_locked" in report else "done").inc()
             async with app[POOL].acquire() as conn:
                 # Whichever replica purged: an alert fires when no purge completed for two intervals.
                 if (done := await last_done(conn, rights.PURGE_LEASE)) is not None:
                     metrics.purge_last_completed.set(done.timestamp())
                 metrics.overdue_requests.set(await repository_subjects.count_overdue(conn))
+                for head in await ledger.heads(conn):  # its age: how long since a ledger row was written
+                    metrics.ledger_head_updated.labels(head.chain).set(head.updated_at.timestamp())
                 metrics.pending_chats.set(await conn.fetchval("SELECT count(*) FROM ingest.pending_chats"))
             log.info("maintenance_done", removed=report.get("contacts", 0))
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failed run (DB away)

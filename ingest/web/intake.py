@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -14,14 +15,18 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ingest import errors
 from ingest.adapters import ADAPTERS
-from ingest.adapters.base import Ignored, Item, body_limit
+from ingest.adapters.base import Delivery, Ignored, Item, body_limit
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, Outcome
-from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, SERVICE
+from ingest.schemas import CONTACT_REQUIRED
+from ingest.service import within
+from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, PEPPER, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
 MAX_QUERY_PARAMETERS = 50
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
+# An html source's posted form, kept for the request: its 422 page re-renders it filled in.
+SUBMITTED_FORM = web.RequestKey("submitted_form", InboundRequest)
 
 
 def resolve_source(request: web.Request) -> Source:
@@ -146,15 +151,17 @@ async def receive(request: web.Request) -> web.StreamResponse:
             request.app[METRICS].signature_failures.labels(source.name).inc()
         if browser and exc.status != 503:  # noqa: PLR2004 - a browser retries a 503 page itself
             request[LOG_INFO]["error"] = exc.code
-            if source.error_url:
+            if source.error_url and not _stays_local(request):
                 separator = "&" if "?" in source.error_url else "?"
                 return _see_other(f"{source.error_url}{separator}{urlencode({'error': exc.code})}")
             from ingest.web.form_page import error_page  # noqa: PLC0415
 
-            return error_page(exc, request.path)
+            return error_page(request, source, exc)
         raise
     for outcome in outcomes:
         request.app[METRICS].submissions.labels(source.name, source.channel, outcome.status).inc()
+        if outcome.status == "ignored":
+            request.app[METRICS].ignored.labels(source.name, outcome.reason or "unspecified").inc()
     headers = _cors_headers(request, source) if source.format == "html" else {}
     if len(outcomes) != 1:
         request[LOG_INFO].update(outcome="batch", count=len(outcomes))
@@ -164,11 +171,11 @@ async def receive(request: web.Request) -> web.StreamResponse:
     outcome = outcomes[0]
     request[LOG_INFO]["outcome"] = outcome.status
     if browser and outcome.status in ("created", "duplicate"):
-        if source.success_url:
+        if source.success_url and not _stays_local(request):
             return _see_other(source.success_url)
         from ingest.web.form_page import thanks_page  # noqa: PLC0415
 
-        return thanks_page()
+        return thanks_page(request.app[CONFIG])
     status = ADAPTERS[source.format].success_status or _STATUS[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
@@ -193,7 +200,14 @@ async def _process(request: web.Request, source: Source, client: str) -> list[Ou
             content_type=request.headers.get("Content-Type", ""),
             received_at=received_at,
         )
-        items = adapter.parse(source, inbound)
+        if adapter.needs_origin:  # html: a 422 page re-renders the form; its stamp is signed
+            from ingest.adapters.html import ADAPTER as HTML  # noqa: PLC0415
+            from ingest.adapters.html import stamp_key  # noqa: PLC0415
+
+            request[SUBMITTED_FORM] = inbound
+            items = HTML.parse(source, inbound, stamp_key=stamp_key(request.app[PEPPER]))
+        else:
+            items = adapter.parse(source, inbound)
     except errors.ValidationFailed:
         # Adapters validate fields only after verifying: an authenticated sender's mistake.
         if adapter.needs_secret:
@@ -207,18 +221,54 @@ async def _process(request: web.Request, source: Source, client: str) -> list[Ou
         raise
     if adapter.needs_secret:
         limiter.per_source.take(source.name)
-    service = request.app[SERVICE]
-    return [await _accept(service, source, item, received_at) for item in items]
+    if isinstance(items, Delivery):
+        for key in items.absent_fields:  # config key paths, never values
+            request.app[METRICS].mapped_field_absent.labels(source.name, key).inc()
+    return await _accept_all(request.app[SERVICE], source, items, received_at)
 
 
-async def _accept(service: Any, source: Source, item: Item, received_at: datetime) -> Outcome:
+async def _accept_all(
+    service: Any, source: Source, items: Iterable[Item], received_at: datetime
+) -> list[Outcome]:
+    # The request has arrived in full: from now, committed or 503 within the deadline.
+    deadline = service.deadline()
+
+    async def accept_all() -> list[Outcome]:
+        return [await _accept(service, source, item, received_at, deadline) for item in items]
+
+    return await within(deadline, accept_all())
+
+
+async def _accept(
+    service: Any, source: Source, item: Item, received_at: datetime, deadline: float
+) -> Outcome:
     if isinstance(item, Ignored):
         if item.looks_like_success:
             # Honeypot: answer like a success with an id that was never stored.
             return Outcome("created", submission_id=uuid.uuid4(), reason=item.reason)
         return Outcome("ignored", reason=item.reason)
-    outcome: Outcome = await service.accept(source, item, received_at)
+    try:
+        outcome: Outcome = await service.accept(source, item, received_at, deadline)
+    except errors.ValidationFailed as exc:
+        if not item.drop_invalid:
+            raise
+        # A provider's webhook cannot fix a delivery without a usable e-mail or phone and
+        # would retry a 4xx until it gives up (Webflow then deactivates the hook): DESIGN §8.
+        return Outcome("ignored", reason=unusable_contact_reason(exc))
     return outcome
+
+
+def unusable_contact_reason(exc: errors.ValidationFailed) -> str:
+    """Why a provider's form delivery holds no usable contact: none given, or none valid."""
+    given = any(m != CONTACT_REQUIRED for f in ("email", "phone") for m in exc.fields.get(f, ()))
+    return "invalid_contact_details" if given else "no_contact_details"
+
+
+def _stays_local(request: web.Request) -> bool:
+    """A local trial (no public_url) posting from the service's own page is answered here."""
+    from ingest.web.form_page import stays_local  # noqa: PLC0415
+
+    return stays_local(request.app[CONFIG], _headers_only(request))
 
 
 def _headers_only(request: web.Request) -> InboundRequest:
