@@ -264,10 +264,16 @@ def cmd_audit(args: argparse.Namespace, _: Config | None) -> int:
     """Verify the ledgers' keyed chains (exit 1 if one is broken), or print their heads to anchor."""
 
     async def work(pool: asyncpg.Pool, pepper: str) -> int:
+        reports = await rights.verify_chains(pool, pepper, args.expect_head)
         if args.action == "head":
+            # Only a verified head is worth anchoring: one moved back or forged would
+            # make the anchor vouch for the tampering.
+            if not all(report.ok for report in reports):
+                print("\n".join(report.line for report in reports), file=sys.stderr)
+                print("audit head: a chain does not verify; not printing heads to anchor", file=sys.stderr)
+                return 1
             _print_json([head.document() for head in await rights.ledger_heads(pool)])
             return 0
-        reports = await rights.verify_chains(pool, pepper, args.expect_head)
         print("\n".join(report.line for report in reports))
         return 0 if all(report.ok for report in reports) else 1
 

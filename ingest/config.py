@@ -283,6 +283,8 @@ def parse_config(
         raise ConfigError("default_region: not a known ISO 3166 region code")
     notice_url = top.get("notice_url", str, None)
     public_url = _url(top, "public_url")
+    if public_url is not None:
+        check_public_url(public_url)
     controller = _controller(top)
     purposes = _purposes(top.sub("purposes"))
     consents = _consents(top.sub("consents"), purposes)
@@ -453,6 +455,18 @@ def _origins(item: _Reader) -> frozenset[str]:
                 f"{item.key('allowed_origins')}: {origin!r} is not an origin (scheme://host[:port])"
             )
     return frozenset(origins)
+
+
+# The service's own address: scheme, host[:port] and a plain path, nothing a page or a
+# link could read as markup or as another part of a URL (it is pasted into HTML).
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?$")
+
+
+def check_public_url(value: str, key: str = "public_url") -> str:
+    """`value` if it is a plain http(s) base address (no query, fragment, quotes or markup)."""
+    if not _PUBLIC_URL.match(value):
+        raise ConfigError(f"{key}: must be a plain absolute http(s) address, e.g. https://ingest.example.com")
+    return value
 
 
 def _url(item: _Reader, key: str) -> str | None:

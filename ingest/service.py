@@ -67,9 +67,12 @@ DEADLINE_MARGIN_SECONDS = 0.1
 MIN_ATTEMPT_SECONDS = 0.05  # no attempt is started with less time than this left
 RELEASE_TIMEOUT_SECONDS = 2.0  # resetting a pooled connection; past it, the connection is dropped
 # SET LOCAL cannot take parameters; set_config(..., true) is the same, parameterised.
-TRANSACTION_TIMEOUTS = (
-    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)"
-)
+# Only a lock wait is bounded by the server: a statement, and the COMMIT, are bounded by
+# our own clock (asyncio.timeout_at, which cancels them). A server-side statement_timeout
+# would also fire while a COMMIT waits for the synchronous standby, and PostgreSQL then
+# reports that COMMIT as done ("canceling wait for synchronous replication"): a 2xx for a
+# row on one server only. Cut off by our clock instead, the answer is a 503.
+TRANSACTION_TIMEOUTS = "SELECT set_config('lock_timeout', $1, true)"
 
 
 class WriteHealth:

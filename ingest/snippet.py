@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import html
 import sys
 from typing import Any
 
-from ingest.config import Config, Source
+from ingest.config import Config, Source, check_public_url
 from ingest.errors import ConfigError
 from ingest.web.form_page import render_form
 
@@ -55,9 +56,12 @@ def _origin(url: str) -> str:
 
 
 def _comment(lines: list[str]) -> str:
-    # "--" may not appear inside an HTML comment.
+    # "--" may not appear inside an HTML comment (and "--->" must not close it early):
+    # replace until none is left, since one pass leaves "-" + "- -" = "--" behind.
     text = "\n".join(f"  {line}" if line else "" for line in lines)
-    return "<!--\n" + text.replace("--", "- -") + "\n-->"
+    while "--" in text:
+        text = text.replace("--", "- -")
+    return "<!--\n" + text + "\n-->"
 
 
 def render(config: Config, source: Source, *, public_url: str | None = None, style: bool = False) -> str:
@@ -70,9 +74,11 @@ def render(config: Config, source: Source, *, public_url: str | None = None, sty
             "public_url: required for form-snippet (the absolute https address of this service, "
             "which the website's form posts to); or pass --public-url"
         )
+    check_public_url(base, "--public-url" if public_url else "public_url")
     path = f"/v1/forms/{source.name}"
     form = render_form(config, source, base + path, embedded=True)
-    form = form.replace(' class="qd-form">', f' class="qd-form" data-stamp-url="{base}{path}/stamp">', 1)
+    stamp_url = html.escape(f"{base}{path}/stamp")  # checked above; escaped all the same
+    form = form.replace(' class="qd-form">', f' class="qd-form" data-stamp-url="{stamp_url}">', 1)
     form_targets = sorted({_origin(base)} | {_origin(u) for u in (source.success_url, source.error_url) if u})
     consent_ids = ", ".join(sorted(set(source.consent_fields.values()))) or "none"
     fill_check = (

@@ -215,10 +215,26 @@ def post(url: str, delivery: Delivery) -> tuple[int, str]:
         raise ConfigError("--url: an http(s) URL")
     request = urllib.request.Request(url, data=delivery.body, headers=delivery.headers, method="POST")  # noqa: S310 - checked above
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310 - checked above
+        with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
             return response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode("utf-8", "replace")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, never followed.
+
+    Following it would send the signed delivery and its secret-bearing headers (an API
+    key, a query key) to another host.
+    """
+
+    def redirect_request(self, *_: object, **__: object) -> None:
+        return None
+
+
+# Straight to the instance named: no redirects, and no proxy from the environment
+# (a delivery carries a provider's signature, or its key in a header or the query).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 
 
 def run(config: Config, source_name: str, base_url: str, sample: str | None) -> int:

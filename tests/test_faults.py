@@ -26,6 +26,7 @@ from tests.support import (
     server_env,
     sign_standard,
     start_server,
+    stored_ids,
     wait_ready,
     with_database,
 )
@@ -100,18 +101,6 @@ def server_factory(tmp_path: Path) -> Iterator:
         assert "unhandled_error" not in log.read_text(errors="replace"), f"{log.name}: an unhandled error"
 
 
-async def _stored(dsn: str, ids: set[str]) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT submission_id::text AS id FROM ingest.submissions WHERE submission_id = ANY($1::uuid[])",
-            list(ids),
-        )
-        return {r["id"] for r in rows}
-    finally:
-        await conn.close()
-
-
 async def _ready(base: str) -> int:
     async with aiohttp.ClientSession() as session, session.get(f"{base}/readyz") as response:
         return response.status
@@ -147,7 +136,7 @@ async def test_an_outage_gets_quick_503s_and_nothing_answered_2xx_is_lost(embedd
     assert 500 not in tally.statuses()
     slowest = max(seconds for _, _, seconds in tally.answers)
     assert slowest < 6, "no request hangs past the retry budget and pool timeouts"
-    assert await _stored(dsn, tally.accepted) == tally.accepted  # lost = 0
+    assert await stored_ids(dsn, tally.accepted) == tally.accepted  # lost = 0
     print(  # noqa: T201 - the figures docs/reliability.md quotes (shown with pytest -s)
         f"outage: {len(tally.answers)} requests, {len(during)} answered 503 while down, "
         f"{len(tally.accepted)} accepted, lost 0, slowest answer {slowest:.2f} s"
@@ -173,7 +162,7 @@ async def test_a_short_blip_is_ridden_out_by_the_retries(embedded_db, server_fac
     statuses = tally.statuses()
     assert 500 not in statuses
     assert statuses.count(503) <= len(statuses) // 20, f"{statuses.count(503)} of {len(statuses)} got 503"
-    assert await _stored(dsn, tally.accepted) == tally.accepted
+    assert await stored_ids(dsn, tally.accepted) == tally.accepted
 
 
 async def test_sigterm_under_load_finishes_in_flight_work_and_loses_nothing(
@@ -196,7 +185,7 @@ async def test_sigterm_under_load_finishes_in_flight_work_and_loses_nothing(
         assert code == 0
         assert len(tally.accepted) > 50
         assert 500 not in tally.statuses()
-        assert await _stored(dsn, tally.accepted) == tally.accepted  # every 2xx has its row
+        assert await stored_ids(dsn, tally.accepted) == tally.accepted  # every 2xx has its row
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {quote_db_name(name)} WITH (FORCE)")
         await admin.close()

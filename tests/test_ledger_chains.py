@@ -195,6 +195,11 @@ async def test_a_tail_cut_off_is_caught_by_the_head_mac_or_else_by_an_anchored_h
         "UPDATE ingest.chain_heads SET position = 3, head = $1 WHERE chain = 'audit_log'", saved["head"]
     )
     assert "its MAC does not verify" in (await _verify(pool))["audit_log"].line
+    # A head that does not verify is not offered for anchoring.
+    refused = _cli(db_dsn, "audit", "head")
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert "not printing heads" in refused.stderr
 
     # Moved back to a head the owner had kept: nothing inside the database tells...
     await db.execute(

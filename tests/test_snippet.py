@@ -299,3 +299,29 @@ async def test_the_service_form_page_carries_a_genuine_stamp(make_client, db):
     response = await client.post(URL, data={"email": "p@example.fi", "_rendered_at": stamp}, headers=JSON)
     assert response.status == 201
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        'https://ingest.example.com/x"><img src=x onerror=alert(1)>',
+        "https://a.example/--->\\<script>x</script>",
+        "https://ingest.example.com/?next=1",
+        "javascript:alert(1)",
+    ],
+)
+def test_a_public_address_that_could_be_read_as_markup_is_refused(address):
+    source = _config().sources["website-contact"]
+    with pytest.raises(ConfigError, match="public"):
+        snippet.render(_config(), source, public_url=address)
+    raw = base_config_dict()
+    raw["public_url"] = address
+    with pytest.raises(ConfigError, match="public_url"):
+        make_config(raw)
+
+
+def test_no_text_of_the_comment_can_close_it_early():
+    comment = snippet._comment(["a --->", "b ---->", "-->", "c"])
+    body = comment.removeprefix("<!--").removesuffix("-->")
+    assert "--" not in body
+    assert body.count(">") == 3

@@ -198,3 +198,28 @@ def test_every_formats_default_sample_is_signed_and_verified_by_its_adapter(fmt)
     )
     # The adapter's own verification accepts it (an InvalidSignature would raise here).
     assert adapter.parse(source, request)
+
+
+async def test_a_redirect_is_reported_and_never_followed_with_the_signed_delivery(aiohttp_server, capsys):
+    # A 302 to another host would carry the signature (or a provider's API key) there.
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("webhook-signature", ""))
+        return web.Response(text="ok")
+
+    async def redirector(_: web.Request) -> web.Response:
+        raise web.HTTPFound(str(other.make_url("/catch")))
+
+    catcher = web.Application()
+    catcher.router.add_route("*", "/catch", elsewhere)
+    other = await aiohttp_server(catcher)
+    bouncing = web.Application()
+    bouncing.router.add_route("*", "/{tail:.*}", redirector)
+    server = await aiohttp_server(bouncing)
+    rc = await try_source(trial_config(), str(server.make_url("/")), "partner-forms")
+    assert rc == 1
+    assert capsys.readouterr().out.startswith("302 ")
+    assert seen == []

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.adapters.base import Delivery
 from ingest.config import CANONICAL_FIELDS, Source
+from ingest.domain import RawSubmission
 from ingest.errors import ConfigError
 
 MAX_DELIVERY_ID = 200  # ingest.deliveries.delivery_id CHECK
@@ -322,3 +324,23 @@ def _option_chosen(answers: Sequence[Answer], ident: str) -> bool:
         if any(x == ident or _fold(x) == folded for x in names):
             return True
     return False
+
+
+def form_delivery(
+    answers: Sequence[Answer],
+    source: Source,
+    delivery_id: str,
+    type_defaults: Mapping[str, str] | None = None,
+) -> Delivery:
+    """One form provider's response as a delivery, with the configured keys it did not carry.
+
+    A provider's webhook cannot correct a field: an invalid one is dropped when an e-mail
+    or phone still holds (drop_invalid).
+    """
+    submission = RawSubmission(
+        fields=pick_fields(answers, source, type_defaults),
+        consents=dict(pick_consents(answers, source)),
+        delivery_id=delivery_id,
+        drop_invalid=True,
+    )
+    return Delivery([submission], absent_fields(answers, source))

@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 
 from ingest.adapters.base import (
     BaseAdapter,
-    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -39,18 +38,16 @@ from ingest.adapters.base import (
 from ingest.adapters.mapping import (
     Answer,
     Option,
-    absent_fields,
     as_dict,
     as_list,
     as_str,
     check_mapping,
     compact_json,
     delivery_id,
-    pick_consents,
-    pick_fields,
+    form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 TYPE_DEFAULTS = {"INPUT_EMAIL": "email", "INPUT_PHONE_NUMBER": "phone", "TEXTAREA": "message"}
@@ -83,13 +80,7 @@ class TallyAdapter(BaseAdapter):
         if event_id is None or not isinstance(data, dict):
             return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(as_list(data.get("fields")))
-        submission = RawSubmission(
-            fields=pick_fields(answers, source, TYPE_DEFAULTS),
-            consents=dict(pick_consents(answers, source)),
-            delivery_id=event_id,
-            drop_invalid=True,
-        )
-        return Delivery([submission], absent_fields(answers, source))
+        return form_delivery(answers, source, event_id, TYPE_DEFAULTS)
 
 
 def verify(source: Source, request: InboundRequest) -> dict[str, Any] | None:

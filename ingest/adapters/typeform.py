@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 from ingest.adapters.base import (
     LARGE_DELIVERY_BYTES,
     BaseAdapter,
-    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -35,17 +34,15 @@ from ingest.adapters.base import (
 from ingest.adapters.mapping import (
     Answer,
     Option,
-    absent_fields,
     as_dict,
     as_list,
     as_str,
     check_mapping,
     delivery_id,
-    pick_consents,
-    pick_fields,
+    form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 PREFIX = "sha256="
@@ -80,13 +77,7 @@ class TypeformAdapter(BaseAdapter):
         if event_id is None or not isinstance(response, dict):
             return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(response)
-        submission = RawSubmission(
-            fields=pick_fields(answers, source, TYPE_DEFAULTS),
-            consents=dict(pick_consents(answers, source)),
-            delivery_id=event_id,
-            drop_invalid=True,
-        )
-        return Delivery([submission], absent_fields(answers, source))
+        return form_delivery(answers, source, event_id, TYPE_DEFAULTS)
 
 
 def verify(source: Source, request: InboundRequest) -> None:

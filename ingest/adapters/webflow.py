@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 from ingest.adapters.base import (
     BaseAdapter,
-    Delivery,
     Ignored,
     Item,
     parse_json_object,
@@ -36,18 +35,16 @@ from ingest.adapters.base import (
 )
 from ingest.adapters.mapping import (
     Answer,
-    absent_fields,
     as_dict,
     as_list,
     as_str,
     check_mapping,
     compact_json,
     delivery_id,
-    pick_consents,
-    pick_fields,
+    form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 TOLERANCE_MS = 5 * 60 * 1000
@@ -87,13 +84,7 @@ class WebflowAdapter(BaseAdapter):
         if event_id is None or not isinstance(payload, dict):
             return [Ignored("unreadable_payload", event_id)]
         answers = read_answers(payload)
-        submission = RawSubmission(
-            fields=pick_fields(answers, source),
-            consents=dict(pick_consents(answers, source)),
-            delivery_id=event_id,
-            drop_invalid=True,
-        )
-        return Delivery([submission], absent_fields(answers, source))
+        return form_delivery(answers, source, event_id)
 
 
 def verify(source: Source, request: InboundRequest) -> None:

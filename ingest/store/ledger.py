@@ -398,31 +398,46 @@ class ChainReport:
         return f"{self.chain}: OK ({self.rows} rows{legacy}) head {self.head.position}:{self.head.head}"
 
 
-# Each row in position order, with the legacy SHA-256 of 004 recomputed for positions
-# below keyed_from (built-in functions only: nothing the owner could redefine).
+# Each row in position order. The legacy SHA-256 of 004 is recomputed here in Python,
+# not in SQL: the owner could put functions of their own ahead of pg_catalog's on the
+# search_path (ALTER DATABASE ... SET search_path) and have SQL "recompute" anything.
 _CONSENT_ROWS = """
 SELECT e.chain_pos AS pos, e.event_id AS id, e.prev_hash, e.row_hash, e.consent_id, e.purpose, e.granted,
-       e.text_sha256, e.source, e.notice_version, e.recorded_at,
-       CASE WHEN e.chain_pos < $1 THEN encode(pg_catalog.sha256(convert_to(concat_ws('|',
-           e.prev_hash, e.event_id::text, e.consent_id, e.purpose, e.granted::text, e.text_sha256,
-           e.source, coalesce(e.notice_version, ''),
-           to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')), 'UTF8')), 'hex')
-       END AS legacy
+       e.text_sha256, e.source, e.notice_version, e.recorded_at
   FROM ingest.consent_events e
  WHERE e.chain_pos IS NOT NULL
  ORDER BY e.chain_pos, e.event_id
 """
 _AUDIT_ROWS = """
 SELECT a.chain_pos AS pos, a.audit_id AS id, a.prev_hash, a.row_hash, a.at, a.actor, a.action,
-       a.details::text AS details,
-       CASE WHEN a.chain_pos < $1 THEN encode(pg_catalog.sha256(convert_to(concat_ws('|',
-           a.prev_hash, a.audit_id::text, a.actor, a.action, a.details::text,
-           to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')), 'UTF8')), 'hex')
-       END AS legacy
+       a.details::text AS details
   FROM ingest.audit_log a
  WHERE a.chain_pos IS NOT NULL
  ORDER BY a.chain_pos, a.audit_id
 """
+
+
+def legacy_sha256(chain: str, row: Mapping[str, Any]) -> str:
+    """Migration 004's digest of a row, as its trigger computed it in SQL.
+
+    concat_ws('|', ...) of the fields (NULLs skipped), the time as to_char(... AT TIME ZONE
+    'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'); the audit details as jsonb's own text output.
+    """
+    if chain == "consent_events":
+        parts = [row["prev_hash"], str(row["id"]), row["consent_id"], row["purpose"],
+                 "true" if row["granted"] else "false", row["text_sha256"], row["source"],
+                 row["notice_version"] or "", _legacy_time(row["recorded_at"])]  # fmt: skip
+    else:
+        parts = [row["prev_hash"], str(row["id"]), row["actor"], row["action"], row["details"],
+                 _legacy_time(row["at"])]  # fmt: skip
+    text = "|".join(p for p in parts if p is not None)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _legacy_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
 _UNPLACED = {
     "consent_events": "SELECT count(*), min(event_id) FROM ingest.consent_events WHERE chain_pos IS NULL",
     "audit_log": "SELECT count(*), min(audit_id) FROM ingest.audit_log WHERE chain_pos IS NULL",
@@ -475,7 +490,7 @@ class _Walk:
             self.problem = f"{where}: the row does not link to the one before"
         elif pos < self.keyed_from:
             self.legacy += 1
-            if row["legacy"] != row["row_hash"]:
+            if not hmac.compare_digest(legacy_sha256(self.chain, row), row["row_hash"]):
                 self.problem = f"{where}: the row's (legacy SHA-256) hash does not verify"
         else:
             expected = row_mac(self.key, self.chain, pos, row["prev_hash"], _fields(self.chain, row))
@@ -522,7 +537,7 @@ async def verify(conn: Conn, key: bytes, chain: str, anchors: Sequence[Anchor] =
     walk = _Walk(key, chain, head.keyed_from, expected)
     unplaced = await conn.fetchrow(_UNPLACED[chain])
     query = _CONSENT_ROWS if chain == "consent_events" else _AUDIT_ROWS
-    async for row in conn.cursor(query, head.keyed_from, prefetch=1000):
+    async for row in conn.cursor(query, prefetch=1000):
         walk.step(row)
     problem = walk.finish(head)
     if unplaced is not None and unplaced[0]:

@@ -261,6 +261,12 @@ async def claim_deliveries(
 
     A concurrent transaction holding the same key makes this wait until it
     finishes: then ON CONFLICT sees its row, so a race resolves to one submission.
+
+    A repeat's answer ("duplicate", a 2xx) must be as durable as a first one: its first
+    COMMIT may have been cut off at the deadline while it waited for the synchronous
+    standby (committed on the primary only). Locking the rows read (FOR KEY SHARE) writes
+    WAL, so this transaction's COMMIT too waits until a standby holds everything up to
+    it, the first commit included; without it, a read-only COMMIT returns at once.
     """
     if not sources:
         return {}
@@ -284,6 +290,7 @@ async def claim_deliveries(
         SELECT d.source, d.delivery_id, d.submission_id
           FROM ingest.deliveries d
           JOIN unnest($1::text[], $2::text[]) AS k(source, delivery_id) USING (source, delivery_id)
+           FOR KEY SHARE OF d
         """,
         [s for s, _ in seen],
         [d for _, d in seen],
