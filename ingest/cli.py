@@ -40,7 +40,7 @@ def require_embedded_database(data_dir: Path) -> None:
         raise ConfigError(
             f"no database: DATABASE_URL is not set and {data_dir.resolve()} holds no embedded database; "
             "set DATABASE_URL, run from the directory where `ingest serve` keeps .ingest-data, "
-            "or pass --data-dir"
+            "or name it before the command: `ingest --data-dir DIR <command> ...`"
         )
 
 

@@ -83,7 +83,10 @@ def _url(host: str, port: int) -> str:
 
 def _reason(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return "the port is in use (another ingest serve, or another program, listens on it)"
+        return (
+            "the port is in use (another ingest serve, or another program, listens on it); "
+            "choose another with `ingest serve --port N` (and `ingest try --url` to match)"
+        )
     if exc.errno == errno.EADDRNOTAVAIL:
         return "not an address of this machine"
     if exc.errno == errno.EACCES:

@@ -104,8 +104,14 @@ def render(config: Config, source: Source, *, public_url: str | None = None, sty
         "new consent id to the configuration and generate a new snippet; do not edit them here.",
         "",
         f"It posts to {base}{path}. The script fetches a signed fill-time stamp when the page",
-        "shows the form; a post without a genuine stamp is refused and the service shows the form",
-        f"again, filled in. {fill_check}.",
+        *(
+            (
+                "shows the form; a post without a genuine stamp is refused and the service shows the",
+                f"form again, filled in. {fill_check}.",
+            )
+            if source.min_fill_seconds
+            else (f"shows the form. {fill_check}.",)
+        ),
         "The hidden field (honeypot) must stay empty and hidden: a filled one is a bot.",
         "",
         "If the website sends a Content-Security-Policy, add: " + "; ".join(policy),

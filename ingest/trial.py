@@ -253,7 +253,25 @@ def run(config: Config, source_name: str, base_url: str, sample: str | None) -> 
         status, body = post(url, delivery)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"could not reach {base_url}: {reason}", file=sys.stderr)  # noqa: T201 - a command's output
+        print(  # noqa: T201 - a command's output
+            f"could not reach {base_url}: {reason} (is `ingest serve` running there? --url names it)",
+            file=sys.stderr,
+        )
         return 1
     print(f"{status} {body}")  # noqa: T201 - a command's output
+    hint = _hint(status, body)
+    if hint:
+        print(hint, file=sys.stderr)  # noqa: T201 - a command's output
     return 0 if 200 <= status < 300 else 1  # noqa: PLR2004 - the 2xx range
+
+
+def _hint(status: int, body: str) -> str | None:
+    # What a newcomer should do next; the answer itself is printed as it came.
+    if status == 401:  # noqa: PLR2004 - HTTP status
+        return "hint: the secret here differs from the instance's (the same secret_env variable, both sides)"
+    if '"duplicate"' in body:
+        return (
+            "note: this sample was stored before (its delivery id is fixed), so a changed mapping "
+            "was not exercised: erase it (ingest subjects erase --email ...) or try another --sample"
+        )
+    return None

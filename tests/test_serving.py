@@ -47,6 +47,14 @@ class Served:
         """Its URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    def all_workers(self, count: int, timeout: float = 20) -> set[int]:
+        """The pids of its workers once `count` of them run (the first to boot answers first)."""
+        deadline = time.monotonic() + timeout
+        while len(pids := self.workers()) != count:
+            assert time.monotonic() < deadline, f"{len(pids)} of {count} workers after {timeout} s"
+            time.sleep(0.1)
+        return pids
+
     def workers(self) -> set[int]:
         """The pids of its live worker processes."""
         children = psutil.Process(self.process.pid).children()
@@ -138,7 +146,7 @@ def test_any_worker_answers_the_services_totals(serve, tmp_path):
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale")
     served = serve(workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    workers = served.workers()
+    workers = served.all_workers(2)
     assert len(workers) == 2
     submissions = 30
     assert {_post(served.base) for _ in range(submissions)} == {201}
@@ -164,7 +172,7 @@ def test_any_worker_answers_the_services_totals(serve, tmp_path):
 
 def test_a_killed_worker_is_replaced_and_counted(serve):
     served = serve(workers=2)
-    before = served.workers()
+    before = served.all_workers(2)
     assert _sample(_get(f"{served.base}/metrics")[1], "ingest_worker_restarts_total") == 0
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
@@ -190,7 +198,7 @@ def test_a_killed_worker_is_replaced_and_counted(serve):
 
 def test_workers_exit_when_the_parent_is_killed(serve):
     served = serve(workers=2)
-    workers = [psutil.Process(pid) for pid in served.workers()]
+    workers = [psutil.Process(pid) for pid in served.all_workers(2)]
     assert len(workers) == 2
     served.process.send_signal(signal.SIGKILL)
     served.process.wait()
@@ -198,7 +206,9 @@ def test_workers_exit_when_the_parent_is_killed(serve):
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers), "workers kept serving without their parent"
-    with socket.socket() as probe:  # and nobody holds the port any more
+    with socket.socket() as probe:  # and nobody listens on the port any more
+        # (SO_REUSEADDR: closed connections of the port in TIME_WAIT are no listener)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", served.port))
 
 

@@ -235,7 +235,7 @@ async def test_a_post_without_a_genuine_stamp_is_refused_not_passed_as_a_person(
     client = await make_client(config)
     key = stamp_key(PEPPER)
     made = {
-        "stale": make_stamp(key, "website-contact", time.time() - 25 * 3600),
+        "stale": make_stamp(key, "website-contact", time.time() - 5 * 3600),
         "other-source": make_stamp(key, "partner-forms", time.time() - 60),
         "future": make_stamp(key, "website-contact", time.time() + 60),
     }

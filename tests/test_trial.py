@@ -77,9 +77,11 @@ async def test_the_same_sample_again_is_a_duplicate_for_a_provider_that_names_it
     config, url = instance
     assert await try_source(config, url, "tawk") == 0
     assert await try_source(config, url, "tawk") == 0
-    second = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    second = printed.out.strip().splitlines()[-1]
     assert second.startswith("200 ")
     assert json.loads(second.partition(" ")[2])["status"] == "duplicate"
+    assert "was not exercised" in printed.err  # a changed mapping would not show: say so
 
 
 async def test_another_sample_can_be_chosen_and_the_answer_is_shown_as_is(instance, capsys):
@@ -97,7 +99,9 @@ async def test_a_secret_other_than_the_instances_gets_401(instance, capsys):
     other = Source(**{**{f: getattr(tawk, f) for f in Source.__slots__}, "secrets": ("another-secret-1234",)})
     config = type(config)(**{**{f: getattr(config, f) for f in config.__slots__}, "sources": {"tawk": other}})
     assert await try_source(config, url, "tawk") == 1
-    assert capsys.readouterr().out.startswith('401 {"error": "invalid_signature"}')
+    printed = capsys.readouterr()
+    assert printed.out.startswith('401 {"error": "invalid_signature"}')
+    assert "secret here differs" in printed.err
 
 
 def test_a_source_without_its_secret_set_names_the_variable():

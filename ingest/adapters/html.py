@@ -27,8 +27,11 @@ from ingest.errors import ConfigError, OriginNotAllowed, ValidationFailed
 
 # Hidden field holding the signed stamp of when the form was shown (minimum fill time).
 RENDERED_AT_FIELD = "_rendered_at"
-# A stamp older than this is refused (the page sat open for a day: send it again).
-STAMP_MAX_AGE_SECONDS = 24 * 3600
+# A stamp older than this is refused (the page sat open for hours: the form comes back,
+# filled in, with a fresh stamp). A stamp proves a wait, not a single use: a short life
+# bounds how long one wait can be reused (and the per-address rate limit, how often).
+# The snippet's script fetches a new stamp after an hour.
+STAMP_MAX_AGE_SECONDS = 4 * 3600
 # Replicas' clocks differ a little: a stamp this far in the future is still genuine.
 STAMP_CLOCK_SKEW_SECONDS = 5
 STAMP_REFUSED = "The form has expired or could not be checked. Please send it again."

@@ -370,7 +370,10 @@ def parse_anchor(text: str) -> Anchor:
     """`chain=position:hash`, as `ingest audit head` prints it under "anchor"; ValueError otherwise."""
     match = _ANCHOR_RE.match(text.strip())
     if match is None or match["chain"] not in CHAINS:
-        raise ValueError(f"expected CHAIN=POSITION:HASH with CHAIN one of {', '.join(CHAINS)}")
+        raise ValueError(
+            f"expected CHAIN=POSITION:HASH with CHAIN one of {', '.join(CHAINS)} and HASH the 64 hex "
+            "characters of the head (copy the `anchor` that `ingest audit head` prints)"
+        )
     return Anchor(match["chain"], int(match["position"]), match["head"])
 
 
