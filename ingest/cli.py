@@ -117,6 +117,12 @@ async def run_migrations(dsn: str, wait_for_db: float | None = None) -> list[int
         await conn.close()
 
 
+async def wait_for_database(dsn: str, wait_for_db: float | None = None) -> None:
+    """Wait (`--wait-for-db` / INGEST_DB_WAIT_SECONDS) until the database takes a connection."""
+    conn = await migrations.connect_when_up(dsn, migrations.db_wait_seconds(wait_for_db))
+    await conn.close()
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Run the HTTP service."""
     from ingest import serving  # noqa: PLC0415 - the web stack is only needed to serve
@@ -134,6 +140,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         if not args.no_migrate:
             applied = asyncio.run(run_migrations(dsn, args.wait_for_db))
             log.info("migrations_checked", count=len(applied))
+        else:  # migrated by the owner elsewhere: still wait for a database that is not up yet
+            asyncio.run(wait_for_database(dsn, args.wait_for_db))
         log.info("serving", host=args.host, port=args.port, workers=args.workers)
         return serving.serve(config, dsn, pepper, listener, args.workers)
 

@@ -364,9 +364,10 @@ def _closed_dsn() -> str:
     ("command", "wait"),
     [
         (("serve", "--workers", "1", "--wait-for-db", "3"), {}),
+        (("serve", "--no-migrate", "--wait-for-db", "3"), {}),
         (("migrate",), {"INGEST_DB_WAIT_SECONDS": "3"}),
     ],
-    ids=["serve --wait-for-db", "migrate INGEST_DB_WAIT_SECONDS"],
+    ids=["serve --wait-for-db", "serve --no-migrate --wait-for-db", "migrate INGEST_DB_WAIT_SECONDS"],
 )
 def test_with_no_database_at_start_it_retries_then_exits_with_one_line(tmp_path, command, wait):
     config = tmp_path / "ingest.toml"
