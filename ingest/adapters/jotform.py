@@ -35,11 +35,10 @@ from ingest.adapters.mapping import (
     as_str,
     check_mapping,
     delivery_id,
-    pick_consents,
-    pick_fields,
+    form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest
 from ingest.errors import MalformedBody
 
 TYPE_DEFAULTS = {"name": "name", "email": "email", "phone": "phone", "message": "message"}
@@ -77,14 +76,7 @@ class JotformAdapter(BaseAdapter):
         if submission_id is None or raw is None:
             raise MalformedBody
         answers = read_answers(read_raw_request(raw))
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source, TYPE_DEFAULTS),
-                consents=dict(pick_consents(answers, source)),
-                delivery_id=submission_id,
-                drop_invalid=True,
-            )
-        ]
+        return form_delivery(answers, source, submission_id, TYPE_DEFAULTS)
 
 
 def verify(source: Source, request: InboundRequest) -> None:

@@ -39,11 +39,10 @@ from ingest.adapters.mapping import (
     as_str,
     check_mapping,
     delivery_id,
-    pick_consents,
-    pick_fields,
+    form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import Channel, InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 ISSUER = "netlify"
@@ -76,14 +75,7 @@ class NetlifyAdapter(BaseAdapter):
         if submission_id is None or not isinstance(data, dict):
             raise MalformedBody
         answers = read_answers(data, payload.get("ordered_human_fields"))
-        return [
-            RawSubmission(
-                fields=pick_fields(answers, source),
-                consents=dict(pick_consents(answers, source)),
-                delivery_id=submission_id,
-                drop_invalid=True,
-            )
-        ]
+        return form_delivery(answers, source, submission_id)
 
 
 def verify(source: Source, request: InboundRequest) -> None:

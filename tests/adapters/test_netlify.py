@@ -394,3 +394,14 @@ def test_parse_returns_one_submission_with_the_submission_id_as_delivery_id():
 def test_a_mapping_that_cannot_work_is_a_config_error_naming_the_key(source, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         netlify_config(**source)
+
+
+async def test_a_mapped_field_missing_from_a_submission_is_counted_by_its_config_key(make_client, db):
+    # Issue 16.4: a renamed form field must be noticed, for Netlify as for the others.
+    from tests.adapters._metrics import metric_value
+
+    client = await make_client(netlify_config(fields={"message": "renamed_field"}))
+    body, headers = signed(sample())
+    assert (await client.post(URL, data=body, headers=headers)).status == 201
+    name = "ingest_mapped_field_absent_total"
+    assert await metric_value(client, name, source="netlify-contact", field="fields.message") == 1
