@@ -36,15 +36,9 @@ def env(**extra: str) -> dict[str, str]:
     return base | {"PARTNER_FORMS_SECRET": PARTNER_SECRET} | extra
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: run as root, PostgreSQL runs as the wheel's system user,
-    # and each pytest session makes /tmp/pytest-of-root private again (0700), which would
-    # lock that user out of a server's data directory while it runs.
-    parent = Path(tempfile.mkdtemp(prefix="ingest-embedded-test-"))
-    data = parent / "data"
-    # initdb once, so that each test stands alone in any order.
-    result = subprocess.run(
+def _migrate(data: Path) -> subprocess.CompletedProcess[str]:
+    """`ingest --data-dir DATA migrate`: starts (or attaches to) the embedded server."""
+    return subprocess.run(
         [sys.executable, "-m", "ingest", "--data-dir", str(data), "migrate"],
         capture_output=True,
         text=True,
@@ -53,6 +47,17 @@ def data_dir() -> Iterator[Path]:
         timeout=EXIT_SECONDS * 2,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: run as root, PostgreSQL runs as the wheel's system user,
+    # and each pytest session makes /tmp/pytest-of-root private again (0700), which would
+    # lock that user out of a server's data directory while it runs.
+    parent = Path(tempfile.mkdtemp(prefix="ingest-embedded-test-"))
+    data = parent / "data"
+    # initdb once, so that each test stands alone in any order.
+    result = _migrate(data)
     assert result.returncode == 0, result.stderr
     yield data
     _force_stop(data.resolve() / "pgdata")  # whatever a failed test left behind
@@ -247,15 +252,7 @@ def test_a_command_attaching_to_a_running_server_says_so_and_leaves_it_running(d
     pgdata = data_dir.resolve() / "pgdata"
     with embedded_server(data_dir) as held:
         assert held.started
-        result = subprocess.run(
-            [sys.executable, "-m", "ingest", "--data-dir", str(data_dir), "migrate"],
-            capture_output=True,
-            text=True,
-            env=env(),
-            cwd=ROOT,
-            timeout=EXIT_SECONDS * 2,
-            check=False,
-        )
+        result = _migrate(data_dir)
         assert result.returncode == 0, result.stderr
         assert "embedded_postgres_attached" in result.stderr
         assert "embedded_postgres_started" not in result.stderr

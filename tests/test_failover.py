@@ -350,12 +350,17 @@ class Outcome:
         return sum(1 for status in answers if status in (200, 201))
 
 
-async def _fail_over_under_load(pair: Pair, tmp_path: Path, *, standby_names: str) -> Outcome:
-    await _set_up(pair, standby_names=standby_names)
+def _serve_on_primary(pair: Pair, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`ingest serve` on the pair's primary (its log in tmp_path/server.log)."""
     config = tmp_path / "ingest.toml"
     config.write_text(LIVE_CONFIG_TOML)
     env = server_env(DATABASE_URL=pair.dsn("primary"), INGEST_PEPPER="failover-pepper-0123456789abcdef-0123")
-    server, port = start_server(config, env, tmp_path / "server.log")
+    return start_server(config, env, tmp_path / "server.log")
+
+
+async def _fail_over_under_load(pair: Pair, tmp_path: Path, *, standby_names: str) -> Outcome:
+    await _set_up(pair, standby_names=standby_names)
+    server, port = _serve_on_primary(pair, tmp_path)
     try:
         await asyncio.to_thread(wait_ready, port, server)
         stop, tally = asyncio.Event(), Tally()
@@ -417,10 +422,7 @@ async def test_with_no_standby_reachable_writes_are_answered_503_and_go_on_once_
     # dataDurability: required: without a standby a COMMIT waits; the request deadline
     # answers 503 + Retry-After (never a hang, never a 2xx on one server only).
     await _set_up(pair, standby_names=_standby_names_from_the_cluster())
-    config = tmp_path / "ingest.toml"
-    config.write_text(LIVE_CONFIG_TOML)
-    env = server_env(DATABASE_URL=pair.dsn("primary"), INGEST_PEPPER="failover-pepper-0123456789abcdef-0123")
-    server, port = start_server(config, env, tmp_path / "server.log")
+    server, port = _serve_on_primary(pair, tmp_path)
     try:
         await asyncio.to_thread(wait_ready, port, server)
         stop, tally = asyncio.Event(), Tally()
