@@ -8,8 +8,7 @@ from ingest.config import Config, Source, consent_text
 from ingest.domain import ConsentDecision, ConsentText, PurposeRecord, RawSubmission
 from ingest.errors import ValidationFailed
 
-# The words of a ticked checkbox or a "yes" answer (also read by adapters.mapping).
-YES_WORDS = frozenset({"on", "true", "1", "yes", "y", "checked", "granted"})
+_YES = frozenset({"on", "true", "1", "yes", "y", "checked", "granted"})
 _NO = frozenset({"", "off", "false", "0", "no", "n", "unchecked", "denied"})
 
 
@@ -21,7 +20,7 @@ def answer(value: object) -> bool | None:
         return bool(value) if value in (0, 1) else None
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in YES_WORDS:
+        if text in _YES:
             return True
         if text in _NO:
             return False
