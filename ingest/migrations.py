@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from ingest.errors import ConfigError, Unavailable
-from ingest.store.connection import Conn
+from ingest.repository import Conn
 
 log = structlog.get_logger("ingest.migrations")
 

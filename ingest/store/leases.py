@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ingest.store.connection import Conn
+from ingest.repository import Conn
 
 
 async def acquire(conn: Conn, name: str, holder: str, seconds: float) -> bool:

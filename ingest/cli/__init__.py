@@ -1,1 +1,0 @@
-"""The `ingest` command line: main.py parses and dispatches; one module per group of commands."""
