@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from ingest.store import feed
+
 BATCH = 500
 POLL_SECONDS = 5.0
 
@@ -57,19 +59,12 @@ async def tail(
     """Emit every new crm.submissions row exactly once, in seq order, until `stop` is set."""
     conn = await asyncpg.connect(dsn)
     wake = asyncio.Event()
-    await conn.add_listener("crm_submission", lambda *_: wake.set())
+    await conn.add_listener(feed.NOTIFY_CHANNEL, lambda *_: wake.set())
     last = read_cursor(cursor_path)
     try:
         while not stop.is_set():
             wake.clear()  # before reading: a notification during the read is not lost
-            rows = await conn.fetch(
-                """
-                SELECT submission_id, seq, contact_id, source, channel, message, purposes, received_at
-                  FROM crm.submissions WHERE seq > $1 ORDER BY seq LIMIT $2
-                """,
-                last,
-                BATCH,
-            )
+            rows = await feed.submissions_after(conn, last, BATCH)
             for row in rows:
                 emit(row)
             if rows:

@@ -30,6 +30,8 @@ from typing import Any
 
 import structlog
 
+from ingest.errors import ConfigError
+
 log = structlog.get_logger("ingest.embedded")
 
 DEFAULT_DATA_DIR = Path(".ingest-data")
@@ -225,8 +227,6 @@ def development_pepper(data_dir: Path = DEFAULT_DATA_DIR, *, create: bool = True
     path = data_dir / "pepper"
     if not path.exists():
         if not create:
-            from ingest.errors import ConfigError  # noqa: PLC0415
-
             raise ConfigError(f"INGEST_PEPPER: required (no development pepper in {data_dir.resolve()})")
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

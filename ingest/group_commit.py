@@ -20,10 +20,10 @@ from typing import Any
 import asyncpg
 import structlog
 
+from ingest.deadlines import DEADLINE_MARGIN_SECONDS
 from ingest.domain import Envelope, Outcome
 from ingest.errors import Unavailable
-from ingest.service import (
-    DEADLINE_MARGIN_SECONDS,
+from ingest.store.connection import (
     MIN_ATTEMPT_SECONDS,
     RETRY_DELAYS,
     TRANSIENT_ERRORS,

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from ingest.errors import ConfigError, Unavailable
-from ingest.repository import Conn
+from ingest.store.connection import Conn
 
 log = structlog.get_logger("ingest.migrations")
 

@@ -7,8 +7,7 @@ Shared by the admin API (web/admin.py) and the command line (cli.py).
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -17,14 +16,13 @@ import asyncpg
 from marshmallow import ValidationError
 
 from ingest import normalise
-from ingest import repository_subjects as sql
 from ingest.config import Config
 from ingest.errors import InvalidLink, ValidationFailed
 from ingest.links import LinkClaim
 from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
-from ingest.repository import lock_feed
-from ingest.service import with_retries
-from ingest.store import leases, ledger
+from ingest.store import chats, consent_texts, subjects
+from ingest.store.connection import with_retries
+from ingest.store.locks import lock_feed
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,12 +43,6 @@ def _retried(right: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
 
 EXPORT_FORMAT = "qualitydesk-ingest/subject-export/v1"
-PURGE_CHUNK = 100
-PURGE_LEASE = "purge"  # one replica purges at a time
-PURGE_LEASE_SECONDS = 3600.0  # a holder that died frees it after this
-# How long an answered request keeps the keyed hash of the person's e-mail or phone: long
-# enough to match a follow-up ("I asked you last week"), then only its dates remain.
-REQUEST_HASH_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +96,16 @@ def subject_from(config: Config, email: object = None, phone: object = None) -> 
 async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, Any]:
     """Everything held on the person, as one JSON-ready document (Art. 15, 20)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
-        contacts = await sql.export_contacts(conn, contact_ids)
-        pending = await sql.pending_chats_of(conn, subject.email, subject.phone, contact_ids)
-        review = await sql.review_notes(conn, subject.phone, contact_ids)
+        contact_ids = await subjects.find_contacts(conn, subject.email_key, subject.phone)
+        contacts = await subjects.export_contacts(conn, contact_ids)
+        pending = await chats.pending_chats_of(conn, subject.email, subject.phone, contact_ids)
+        review = await subjects.review_notes(conn, subject.phone, contact_ids)
         keys = subject.keys(pepper)
         for contact_id in contact_ids:
-            keys += [k for k in await sql.contact_keys(conn, [contact_id]) if k not in keys]
-        suppressed = set(await sql.suppressed(conn, [k for k, _ in keys]))
-        await sql.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(
+            keys += [k for k in await subjects.contact_keys(conn, [contact_id]) if k not in keys]
+        suppressed = set(await subjects.suppressed(conn, [k for k, _ in keys]))
+        await subjects.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
+        await subjects.audit(
             conn, pepper, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)}
         )
     notice_versions = sorted({s["notice_version"] for c in contacts for s in c["submissions"]})
@@ -134,64 +126,67 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
 async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Remove every copy of the person's data in one transaction (Art. 17)."""
     async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
-        pending = await sql.delete_pending_chats_of(conn, subject.email, subject.phone, contact_ids)
+        contact_ids = await subjects.find_contacts(conn, subject.email_key, subject.phone)
+        pending = await chats.delete_pending_chats_of(conn, subject.email, subject.phone, contact_ids)
         # The number itself, where it stands beside somebody else's e-mail, is the holder's data.
         # (Before the feed lock: writers lock contacts first, then the feed.)
-        phone_values = await sql.remove_phone_values(conn, subject.phone, contact_ids) if subject.phone else 0
-        report = await _erase_contacts(conn, contact_ids)
+        phone_values = (
+            await subjects.remove_phone_values(conn, subject.phone, contact_ids) if subject.phone else 0
+        )
+        report = await erase_contacts_locked(conn, contact_ids)
         report["pending_chats"] = pending
         report["phone_values_removed"] = phone_values
-        await sql.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(conn, pepper, actor, "erase", report)
+        await subjects.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
+        await subjects.audit(conn, pepper, actor, "erase", report)
     return report
 
 
 async def _lock_for_feed(conn: Any, contact_ids: list[Any]) -> None:
     """Contacts' rows, then the feed lock: the order the writers take them in (no deadlock)."""
-    await sql.lock_contacts(conn, contact_ids)
+    await subjects.lock_contacts(conn, contact_ids)
     await lock_feed(conn)
 
 
-async def _erase_contacts(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
+async def erase_contacts_locked(conn: Any, contact_ids: list[Any]) -> dict[str, int]:
+    """Erase these contacts under the feed lock and tell the CRM (the caller owns the transaction)."""
     if not contact_ids:
         return {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
     await _lock_for_feed(conn, contact_ids)
-    await sql.add_subject_events(conn, contact_ids, "erased")
-    return await sql.erase_contacts(conn, contact_ids)
+    await subjects.add_subject_events(conn, contact_ids, "erased")
+    return await subjects.erase_contacts(conn, contact_ids)
 
 
 @_retried
 async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -> dict[str, int]:
     """Record a direct-marketing objection that outlives erasure (Art. 21)."""
     async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.find_contacts(conn, subject.email_key, subject.phone)
+        contact_ids = await subjects.find_contacts(conn, subject.email_key, subject.phone)
         report = await _object(conn, pepper, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
-        await sql.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
-        await sql.audit(conn, pepper, actor, "opt-out", report)
+        await subjects.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
+        await subjects.audit(conn, pepper, actor, "opt-out", report)
     return report
 
 
 async def _object(
     conn: Any, pepper: str, contact_ids: list[Any], keys: list[tuple[bytes, str]], source: str
 ) -> dict[str, int]:
-    keys = keys + [k for k in await sql.contact_keys(conn, contact_ids) if k not in keys]
-    new = await sql.add_suppressions(conn, keys)
+    keys = keys + [k for k in await subjects.contact_keys(conn, contact_ids) if k not in keys]
+    new = await subjects.add_suppressions(conn, keys)
     withdrawn = 0
     if contact_ids:
-        digest = await sql.ensure_objection_text(conn)
+        digest = await consent_texts.ensure_objection_text(conn)
         await _lock_for_feed(conn, contact_ids)
-        withdrawn = await sql.record_consent_for_contacts(
+        withdrawn = await subjects.record_consent_for_contacts(
             conn,
             pepper,
             contact_ids,
-            sql.OBJECTION_CONSENT_ID,
+            consent_texts.OBJECTION_CONSENT_ID,
             "direct_marketing",
             granted=False,
             text_sha256=digest,
             source=source,
         )
-        await sql.add_subject_events(conn, contact_ids, "marketing_opt_out")
+        await subjects.add_subject_events(conn, contact_ids, "marketing_opt_out")
     return {"contacts": len(contact_ids), "suppression_entries_added": new, "consent_withdrawals": withdrawn}
 
 
@@ -199,9 +194,9 @@ async def _object(
 async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes, pepper: str) -> dict[str, int]:
     """One-click unsubscribe from a signed link (RFC 8058): an objection by e-mail hash."""
     async with pool.acquire() as conn, conn.transaction():
-        contact_ids = await sql.contacts_by_email_hash(conn, email_hash)
+        contact_ids = await subjects.contacts_by_email_hash(conn, email_hash)
         report = await _object(conn, pepper, contact_ids, [(email_hash, "email")], source="unsubscribe-link")
-        await sql.audit(conn, pepper, "unsubscribe-link", "unsubscribe", report)
+        await subjects.audit(conn, pepper, "unsubscribe-link", "unsubscribe", report)
     return report
 
 
@@ -219,21 +214,21 @@ async def confirm_opt_in(
     if consent is None or claim.issued_at is None:
         raise InvalidLink
     async with pool.acquire() as conn, conn.transaction(readonly=check_only):
-        if await sql.confirm_link_refused(conn, claim.email_hash, claim.digest, claim.issued_at):
+        if await subjects.confirm_link_refused(conn, claim.email_hash, claim.digest, claim.issued_at):
             raise InvalidLink
         if check_only:
             return {}
         # First, so that of two concurrent uses the second waits on this key, then fails.
-        if not await sql.use_link(conn, claim.digest, claim.expires_at):
+        if not await subjects.use_link(conn, claim.digest, claim.expires_at):
             raise InvalidLink
-        contact_ids = await sql.contacts_by_email_hash(conn, claim.email_hash)
+        contact_ids = await subjects.contacts_by_email_hash(conn, claim.email_hash)
         # The person proved they hold the address: lift the objection recorded for
         # it and for the phone numbers of the same contacts, unless objected to again
         # since the link was issued.
-        keys = {claim.email_hash} | {key for key, _ in await sql.contact_keys(conn, contact_ids)}
-        lifted = sum([await sql.remove_suppression(conn, key, claim.issued_at) for key in sorted(keys)])
+        keys = {claim.email_hash} | {key for key, _ in await subjects.contact_keys(conn, contact_ids)}
+        lifted = sum([await subjects.remove_suppression(conn, key, claim.issued_at) for key in sorted(keys)])
         await _lock_for_feed(conn, contact_ids)
-        granted = await sql.record_consent_for_contacts(
+        granted = await subjects.record_consent_for_contacts(
             conn,
             pepper,
             contact_ids,
@@ -248,7 +243,7 @@ async def confirm_opt_in(
             "suppression_entries_removed": lifted,
             "consents_granted": granted,
         }
-        await sql.audit(conn, pepper, "confirm-link", "confirm-opt-in", report)
+        await subjects.audit(conn, pepper, "confirm-link", "confirm-opt-in", report)
     return report
 
 
@@ -257,89 +252,6 @@ async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper
     """Log a request received outside the API, starting its one-month clock."""
     key = subject.keys(pepper)[0][0]
     async with pool.acquire() as conn, conn.transaction():
-        request_id = await sql.open_request(conn, kind, key, actor, datetime.now(UTC))
-        await sql.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
+        request_id = await subjects.open_request(conn, kind, key, actor, datetime.now(UTC))
+        await subjects.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
     return request_id
-
-
-async def purge(
-    pool: asyncpg.Pool,
-    now: datetime,
-    actor: str,
-    pepper: str,
-    dry_run: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, int]:
-    """Erase contacts whose retention ran out, and expired chat pieces (Art. 5(1)(e)).
-
-    Runs in chunks (one transaction each) under a lease, so two replicas never purge
-    at once; returns what was (or, dry run, would be) removed.
-    """
-    holder = f"{actor}:{uuid.uuid4()}"
-    async with pool.acquire() as conn:
-        if not await leases.acquire(conn, PURGE_LEASE, holder, PURGE_LEASE_SECONDS):
-            return {"skipped_locked": 1}
-    completed = False
-    try:
-        report = await _purge_locked(pool, now, actor, pepper, dry_run, progress)
-        if not dry_run:
-            async with pool.acquire() as conn:
-                report["request_hashes_dropped"] = await sql.forget_answered_requests(conn, REQUEST_HASH_DAYS)
-        completed = not dry_run
-        return report
-    finally:
-        async with pool.acquire() as conn:
-            await leases.release(conn, PURGE_LEASE, holder, completed=completed)
-
-
-async def _purge_locked(
-    pool: asyncpg.Pool,
-    now: datetime,
-    actor: str,
-    pepper: str,
-    dry_run: bool,
-    progress: Callable[[int, int], None] | None,
-) -> dict[str, int]:
-    from ingest import repository  # noqa: PLC0415 - the pending-chat statement lives with the write path
-
-    async with pool.acquire() as conn:
-        total = await sql.count_expired_contacts(conn, now)
-        if dry_run:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM ingest.pending_chats WHERE expires_at <= $1", now
-            )
-            return {"contacts": total, "pending_chats": int(pending), "dry_run": 1}
-    report = {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            batch = await sql.expired_contacts(conn, now, PURGE_CHUNK)
-            if not batch:
-                break
-            for key, value in (await _erase_contacts(conn, batch)).items():
-                report[key] += value
-        if progress:
-            progress(report["contacts"], total)
-    async with pool.acquire() as conn, conn.transaction():
-        report["pending_chats"] = await repository.delete_expired_pending_chats(conn)
-        report["used_links"] = await sql.delete_expired_used_links(conn)
-        await sql.audit(conn, pepper, actor, "purge", report)
-    return report
-
-
-async def verify_chains(
-    pool: asyncpg.Pool, pepper: str, anchors: Sequence[ledger.Anchor] = ()
-) -> list[ledger.ChainReport]:
-    """Verify the consent and audit chains in one snapshot (store/ledger.py): one report per chain.
-
-    `anchors`: heads recorded outside the database earlier (`ingest audit head`); each must
-    still be in its chain, which shows a tail cut off even when the head was moved back.
-    """
-    key = ledger.chain_key(pepper)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        return [await ledger.verify(conn, key, chain, anchors) for chain in ledger.CHAINS]
-
-
-async def ledger_heads(pool: asyncpg.Pool) -> list[ledger.Head]:
-    """The chains' heads, for an operator to anchor outside the database."""
-    async with pool.acquire() as conn:
-        return await ledger.heads(conn)

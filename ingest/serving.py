@@ -30,10 +30,13 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
+from prometheus_client import Counter, multiprocess, values
 
 from ingest.config import Config
 from ingest.errors import ConfigError
 from ingest.logs import where
+from ingest.web.app import create_app
+from ingest.web.keys import METRICS, POOL
 
 log = structlog.get_logger("ingest.serving")
 gunicorn_log = structlog.get_logger("gunicorn.error")
@@ -99,8 +102,6 @@ def serve(config: Config, dsn: str, pepper: str, listener: socket.socket, worker
     metrics_dir, private = _metrics_dir()
     parent = os.getpid()
     try:
-        from prometheus_client import Counter, values  # noqa: PLC0415
-
         # prometheus-client picks its value class (in memory, or the multiprocess files)
         # from the environment when first imported, which may have happened already:
         # pick again now that the directory is set, before any metric of ours exists.
@@ -187,8 +188,6 @@ def _options(listener: socket.socket, workers: int, restarts: Any) -> dict[str, 
         print(f"listening on {url} ({workers} worker{plural})", file=sys.stderr)  # noqa: T201 - for people
 
     def child_exit(server: _Arbiter, worker: GunicornWebWorker) -> None:
-        from prometheus_client import multiprocess  # noqa: PLC0415
-
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
         if not server.stopping and len(server.WORKERS) < server.num_workers:
             restarts.inc()
@@ -213,8 +212,6 @@ def _options(listener: socket.socket, workers: int, restarts: Any) -> dict[str, 
 
 
 def _app_factory(config: Config, dsn: str, pepper: str) -> Callable[[], Awaitable[web.Application]]:
-    from ingest.web.app import create_app  # noqa: PLC0415 - after the metrics directory is set
-
     async def build() -> web.Application:
         # Built in the worker, in its own event loop, after the fork.
         app = create_app(config, dsn, pepper)
@@ -237,7 +234,6 @@ async def _freeze_startup_heap(_: web.Application) -> None:
 
 async def _sample_pool(app: web.Application) -> AsyncIterator[None]:
     """Keep this worker's share of ingest_db_pool_in_use fresh (the gauge sums the live workers)."""
-    from ingest.web.keys import METRICS, POOL  # noqa: PLC0415
 
     async def sample() -> None:
         while True:

@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ingest import repository
 from ingest.crm_tail import read_cursor, tail
 from ingest.domain import RawSubmission
 from ingest.service import IngestService
+from ingest.store import locks
 from tests.support import PEPPER
 
 NOW = datetime.now(UTC)
@@ -63,12 +63,12 @@ async def test_with_the_feed_lock_a_second_writer_waits_until_the_first_commits(
         contact = await _contact(a)
         tx_a = a.transaction()
         await tx_a.start()
-        await repository.lock_feed(a)
+        await locks.lock_feed(a)
         await _insert_submission(a, contact)
 
         async def writer_b() -> None:
             async with b.transaction():
-                await repository.lock_feed(b)
+                await locks.lock_feed(b)
                 await _insert_submission(b, contact)
 
         task = asyncio.ensure_future(writer_b())
@@ -158,7 +158,7 @@ async def test_the_example_consumer_resumes_after_a_restart_without_loss_or_dupl
 
 async def test_a_group_commit_batch_waits_for_the_feed_lock_like_a_single_write(db_dsn, config):
     from ingest.group_commit import GroupCommitWriter
-    from ingest.web.app import sync_consent_texts
+    from ingest.store.startup import sync_consent_texts
 
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4)
     holder = await asyncpg.connect(db_dsn)
@@ -170,7 +170,7 @@ async def test_a_group_commit_batch_waits_for_the_feed_lock_like_a_single_write(
         source = config.sources["partner-forms"]
         tx = holder.transaction()
         await tx.start()
-        await repository.lock_feed(holder)
+        await locks.lock_feed(holder)
         raws = [
             RawSubmission(fields={"email": f"lock-{i}@example.fi"}, delivery_id=f"lock-{i}") for i in range(5)
         ]
@@ -189,7 +189,7 @@ async def test_a_group_commit_batch_waits_for_the_feed_lock_like_a_single_write(
 async def test_a_poller_sees_every_row_once_while_several_group_commit_writers_write(db_dsn, config, db):
     # Several workers (or replicas) each run a writer: their batches interleave.
     from ingest.group_commit import GroupCommitWriter
-    from ingest.web.app import sync_consent_texts
+    from ingest.store.startup import sync_consent_texts
 
     pool = await asyncpg.create_pool(db_dsn, min_size=4, max_size=8)
     batches: list[int] = []

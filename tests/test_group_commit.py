@@ -19,7 +19,7 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture
 async def pool(db_dsn, config):
-    from ingest.web.app import sync_consent_texts
+    from ingest.store.startup import sync_consent_texts
 
     pool = await asyncpg.create_pool(db_dsn, min_size=2, max_size=4)
     await sync_consent_texts(pool, config)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from ingest import rights
+from ingest import retention
 from ingest.errors import ConfigError
-from ingest.web.app import sync_consent_texts
+from ingest.store.startup import sync_consent_texts
 from ingest.web.keys import POOL
 from tests.support import ADMIN_TOKEN, ORIGIN, PEPPER
 
@@ -111,7 +111,7 @@ async def test_an_advisory_lock_taken_by_crm_reader_stalls_neither_intake_nor_th
         started = time.monotonic()
         await asyncio.wait_for(_submit(client), timeout=10)
         assert time.monotonic() - started < 5
-        report = await rights.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
+        report = await retention.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
         assert "skipped_locked" not in report
         assert await db.fetchval("SELECT last_done_at IS NOT NULL FROM ingest.leases WHERE name = 'purge'")
     finally:

@@ -13,8 +13,8 @@ import time
 import asyncpg
 import pytest
 
-from ingest import migrations, rights
-from ingest.store import ledger
+from ingest import audit, migrations
+from ingest.store import ledger, ledger_verify
 from ingest.web.keys import POOL
 from tests.support import (
     ADMIN_TOKEN,
@@ -48,8 +48,8 @@ async def _opt_out(client, email: str) -> None:
     assert response.status == 200, await response.text()
 
 
-async def _verify(pool, pepper: str = PEPPER, anchors=()) -> dict[str, ledger.ChainReport]:
-    return {r.chain: r for r in await rights.verify_chains(pool, pepper, anchors)}
+async def _verify(pool, pepper: str = PEPPER, anchors=()) -> dict[str, ledger_verify.ChainReport]:
+    return {r.chain: r for r in await audit.verify_chains(pool, pepper, anchors)}
 
 
 def _cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -209,7 +209,7 @@ async def test_a_tail_cut_off_is_caught_by_the_head_mac_or_else_by_an_anchored_h
     )
     assert (await _verify(pool))["audit_log"].ok
     # ...but the head anchored outside it does.
-    report = (await _verify(pool, anchors=[ledger.parse_anchor(anchor)]))["audit_log"]
+    report = (await _verify(pool, anchors=[ledger_verify.parse_anchor(anchor)]))["audit_log"]
     assert "the anchored position 5 is gone (truncated)" in report.line
     result = _cli(db_dsn, "audit", "verify", "--expect-head", anchor)
     assert result.returncode == 1
@@ -224,10 +224,10 @@ async def test_an_anchored_head_that_was_rewritten_is_caught(client, db):
     pool = client.app[POOL]
     for i in range(2):
         await _opt_out(client, f"p{i}@example.fi")
-    [_, audit_head] = await rights.ledger_heads(pool)
-    anchor = ledger.parse_anchor(audit_head.anchor())
+    [_, audit_head] = await audit.ledger_heads(pool)
+    anchor = ledger_verify.parse_anchor(audit_head.anchor())
     assert (await _verify(pool, anchors=[anchor]))["audit_log"].ok
-    forged = ledger.Anchor("audit_log", anchor.position, "0" * 64)
+    forged = ledger_verify.Anchor("audit_log", anchor.position, "0" * 64)
     assert "not the anchored head" in (await _verify(pool, anchors=[forged]))["audit_log"].line
 
 
@@ -384,10 +384,10 @@ async def test_consent_events_from_before_004_never_had_a_hash_and_are_reported(
 
 def test_an_anchor_names_a_known_chain_a_position_and_a_hash():
     head = "a" * 64
-    assert ledger.parse_anchor(f"consent_events=12:{head}") == ledger.Anchor("consent_events", 12, head)
+    assert ledger_verify.parse_anchor(f"consent_events=12:{head}") == ledger_verify.Anchor("consent_events", 12, head)
     for bad in ("consent_events=12", f"other=1:{head}", f"audit_log=-1:{head}", "audit_log=1:xyz"):
         with pytest.raises(ValueError, match="CHAIN=POSITION:HASH"):
-            ledger.parse_anchor(bad)
+            ledger_verify.parse_anchor(bad)
 
 
 def test_audit_details_are_hashed_canonically_and_floats_are_refused():

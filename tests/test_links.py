@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest import links, rights
+from ingest import links, retention
 from ingest.errors import ConfigError
 from ingest.links import make_token
 from ingest.pseudonyms import email_key
@@ -109,10 +109,10 @@ async def test_purge_forgets_used_links_past_their_expiry(client, db):
     [digest] = await db.fetchrow("SELECT digest FROM ingest.used_links")
     assert len(digest) == 32
     assert digest != _key()  # names the link, not the person
-    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
+    report = await retention.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
     assert report["used_links"] == 0  # not expired yet: still refused as used
     await db.execute("UPDATE ingest.used_links SET expires_at = now() - interval '1 second'")
-    report = await rights.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
+    report = await retention.purge(client.app[POOL], datetime.now(UTC), "test", PEPPER)
     assert report["used_links"] == 1
     assert await db.fetchval("SELECT count(*) FROM ingest.used_links") == 0
 

@@ -15,7 +15,7 @@ from tests.support import ADMIN_TOKEN, PEPPER, dump_database
 
 @pytest.fixture
 async def service(db_dsn, config):
-    from ingest.web.app import sync_consent_texts
+    from ingest.store.startup import sync_consent_texts
 
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
     await sync_consent_texts(pool, config)
@@ -99,7 +99,7 @@ async def test_an_invalid_email_in_a_chat_piece_is_dropped_not_refused(service, 
 
 
 async def test_expired_pieces_start_afresh_and_are_purged(service, config, db):
-    from ingest import repository
+    from ingest.store import chats
 
     source = config.sources["partner-chat"]
     await service.accept(source, piece("s4", name="Old Name", message="old"), NOW - timedelta(days=2))
@@ -108,7 +108,7 @@ async def test_expired_pieces_start_afresh_and_are_purged(service, config, db):
     assert outcome.status == "created"
     assert await db.fetchval("SELECT name FROM crm.contacts") is None  # the expired name was not used
     await service.accept(source, piece("s5", name="Gone"), NOW - timedelta(days=2))
-    assert await repository.delete_expired_pending_chats(db) == 1
+    assert await chats.delete_expired_pending_chats(db) == 1
     assert "Gone" not in await dump_database(db)
 
 

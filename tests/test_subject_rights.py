@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from ingest import rights
+from ingest import audit, retention, rights
 from ingest.links import make_token
 from ingest.pseudonyms import email_key
 from ingest.web.keys import POOL, SERVICE
@@ -294,10 +294,10 @@ async def test_purge_with_a_frozen_clock_removes_exactly_the_expired_contacts(cl
         now - timedelta(days=800),
     )
     pool = client.app[POOL]
-    dry = await rights.purge(pool, now, "test", PEPPER, dry_run=True)
+    dry = await retention.purge(pool, now, "test", PEPPER, dry_run=True)
     assert dry["contacts"] == 1
     assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 3
-    report = await rights.purge(pool, now, "test", PEPPER)
+    report = await retention.purge(pool, now, "test", PEPPER)
     assert report["contacts"] == 1
     remaining = {r["email"] for r in await db.fetch("SELECT email FROM crm.contacts")}
     assert remaining == {"recent@example.fi", "marketing@example.fi"}
@@ -320,14 +320,14 @@ async def test_audit_verify_finds_the_first_tampered_consent_event(client, db):
     for i in range(3):
         await _form(client, {"email": f"p{i}@example.fi", "marketing": "on"})
     pool = client.app[POOL]
-    assert all(r.ok for r in await rights.verify_chains(pool, PEPPER))
+    assert all(r.ok for r in await audit.verify_chains(pool, PEPPER))
     second = await db.fetchval(
         "SELECT event_id FROM ingest.consent_events ORDER BY event_id OFFSET 1 LIMIT 1"
     )
     # A superuser bypassing the append-only trigger, as an attacker with DB access would.
     await db.execute("ALTER TABLE ingest.consent_events DISABLE TRIGGER consent_events_append_only")
     await db.execute("UPDATE ingest.consent_events SET granted = false WHERE event_id = $1", second)
-    [consents, _] = await rights.verify_chains(pool, PEPPER)
+    [consents, _] = await audit.verify_chains(pool, PEPPER)
     assert consents.line.startswith(f"consent_events: BROKEN at position 2 (id {second})"), consents.line
 
 
@@ -335,13 +335,13 @@ async def test_audit_verify_notices_rows_removed_from_the_end_of_a_chain(client,
     pool = client.app[POOL]
     for i in range(3):
         await client.post("/v1/subjects/opt-out", json={"email": f"p{i}@example.fi"}, headers=ADMIN)
-    assert all(r.ok for r in await rights.verify_chains(pool, PEPPER))
+    assert all(r.ok for r in await audit.verify_chains(pool, PEPPER))
     await db.execute("ALTER TABLE ingest.audit_log DISABLE TRIGGER audit_log_immutable")
     await db.execute(
         "DELETE FROM ingest.audit_log WHERE audit_id = (SELECT max(audit_id) FROM ingest.audit_log)"
     )
-    [_, audit] = await rights.verify_chains(pool, PEPPER)
-    assert audit.line.startswith("audit_log: BROKEN after position 2: the recorded head (3)"), audit.line
+    [_, audit_report] = await audit.verify_chains(pool, PEPPER)
+    assert audit_report.line.startswith("audit_log: BROKEN after position 2: the recorded head (3)"), audit_report.line
 
 
 async def test_audit_rows_written_concurrently_verify_whatever_order_their_ids_came_in(client, db):
@@ -355,7 +355,7 @@ async def test_audit_rows_written_concurrently_verify_whatever_order_their_ids_c
         )
     )
     assert await db.fetchval("SELECT count(*) FROM ingest.audit_log") == 20
-    assert all(r.ok for r in await rights.verify_chains(pool, PEPPER))
+    assert all(r.ok for r in await audit.verify_chains(pool, PEPPER))
 
 
 async def test_open_requests_are_listed_with_their_deadline_and_closed_when_answered(client, db, config):
@@ -363,21 +363,21 @@ async def test_open_requests_are_listed_with_their_deadline_and_closed_when_answ
     subject = rights.subject_from(config, "maija@example.fi")
     await rights.record_request(pool, subject, "access", PEPPER, "cli")
     async with pool.acquire() as conn:
-        from ingest import repository_subjects
+        from ingest.store import subjects
 
-        [request] = await repository_subjects.open_requests(conn)
+        [request] = await subjects.open_requests(conn)
         assert request["kind"] == "access"
         assert request["due_at"] - request["received_at"] >= timedelta(days=28)
         await conn.execute("UPDATE ingest.subject_requests SET due_at = now() - interval '1 day'")
-        assert await repository_subjects.count_overdue(conn) == 1
+        assert await subjects.count_overdue(conn) == 1
     await client.get("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
     async with pool.acquire() as conn:
-        assert await repository_subjects.open_requests(conn) == []
+        assert await subjects.open_requests(conn) == []
 
 
 async def test_a_consent_id_whose_wording_changed_stops_the_start(db_dsn):
     from ingest.errors import ConfigError
-    from ingest.web.app import sync_consent_texts
+    from ingest.store.startup import sync_consent_texts
     from tests.support import base_config_dict, make_config
 
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ingest.repository import Conn
+from ingest.store.connection import Conn
 
 
 async def acquire(conn: Conn, name: str, holder: str, seconds: float) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ingest.domain import Notice
-from ingest.repository import Conn
+from ingest.store.connection import Conn
 
 
 async def insert_notices(

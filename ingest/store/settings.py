@@ -6,7 +6,7 @@ import hashlib
 import hmac
 
 from ingest.errors import ConfigError
-from ingest.repository import Conn
+from ingest.store.connection import Conn
 
 PEPPER_FINGERPRINT = "pepper_fingerprint"
 
@@ -42,3 +42,9 @@ async def check_pepper(conn: Conn, pepper: str) -> None:
             "with another pepper every recorded objection would stop matching. Set the original "
             "INGEST_PEPPER (rotation is not supported: docs/privacy.md)"
         )
+
+
+async def has_settings(conn: Conn) -> bool:
+    """Whether the settings table exists (a database migrated to 006 or later)."""
+    present: bool = await conn.fetchval("SELECT to_regclass('ingest.settings') IS NOT NULL")
+    return present

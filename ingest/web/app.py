@@ -3,35 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
 from aiohttp import web
 
-from ingest import repository, repository_subjects, rights
 from ingest.config import Config
-from ingest.errors import ConfigError, Unavailable
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
-from ingest.service import TRANSIENT_ERRORS, IngestService
-from ingest.store import ledger
-from ingest.store.leases import last_done
-from ingest.store.settings import check_pepper
-from ingest.store.submissions import rekey_legacy_deliveries
+from ingest.service import IngestService
+from ingest.store.startup import sync_consent_texts
 from ingest.web import admin, form_page, health, intake
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
+from ingest.web.maintenance import maintenance
 from ingest.web.middleware import request_context
 from ingest.web.openapi import build_spec
 
 log = structlog.get_logger("ingest.app")
 
-STARTUP_WAIT_SECONDS = 30.0
 POOL_CLOSE_SECONDS = 5.0  # at shutdown; past it, connections are terminated
 
 
@@ -166,68 +159,3 @@ async def database(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
         except TimeoutError:
             log.warning("pool_close_timed_out")  # asyncpg terminated every connection
-
-
-async def sync_consent_texts(pool: asyncpg.Pool, config: Config, pepper: str | None = None) -> None:
-    """Store the config's consent texts (refuse to start if an id's wording changed); re-key old rows."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_WAIT_SECONDS
-    attempt = 0
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                changed = await repository.ensure_consent_texts(conn, list(config.consents.values()))
-                migrated = await conn.fetchval("SELECT to_regclass('ingest.settings') IS NOT NULL")
-                if pepper is not None and migrated:
-                    await check_pepper(conn, pepper)
-                    await rekey_legacy_deliveries(conn, pepper)
-            break
-        except TRANSIENT_ERRORS as exc:
-            attempt += 1
-            left = deadline - loop.time()
-            if left <= 0:
-                log.warning("database_unavailable_giving_up", attempt=attempt, exc_type=type(exc).__name__)
-                raise Unavailable from None
-            log.warning(
-                "database_unavailable_retrying",
-                attempt=attempt,
-                seconds_left=round(left, 1),
-                exc_type=type(exc).__name__,
-            )
-            await asyncio.sleep(1)
-    if changed:
-        raise ConfigError(
-            f"consents.{changed[0]}: its text differs from the wording recorded under this id; "
-            "new words need a new consent id"
-        )
-
-
-async def maintenance(app: web.Application) -> AsyncIterator[None]:
-    """Run the retention purge periodically and refresh the gauges that need the database."""
-    task = asyncio.create_task(_maintenance_loop(app))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _maintenance_loop(app: web.Application) -> None:
-    interval = app[CONFIG].limits.maintenance_interval_seconds
-    metrics = app[METRICS]
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            report = await rights.purge(app[POOL], datetime.now(UTC), "scheduler", app[PEPPER])
-            metrics.purge_runs.labels("skipped" if "skipped_locked" in report else "done").inc()
-            async with app[POOL].acquire() as conn:
-                # Whichever replica purged: an alert fires when no purge completed for two intervals.
-                if (done := await last_done(conn, rights.PURGE_LEASE)) is not None:
-                    metrics.purge_last_completed.set(done.timestamp())
-                metrics.overdue_requests.set(await repository_subjects.count_overdue(conn))
-                for head in await ledger.heads(conn):  # its age: how long since a ledger row was written
-                    metrics.ledger_head_updated.labels(head.chain).set(head.updated_at.timestamp())
-                metrics.pending_chats.set(await conn.fetchval("SELECT count(*) FROM ingest.pending_chats"))
-            log.info("maintenance_done", removed=report.get("contacts", 0))
-        except Exception as exc:  # noqa: BLE001 - the loop must survive a failed run (DB away)
-            metrics.purge_runs.labels("failed").inc()
-            log.warning("maintenance_failed", exc_type=type(exc).__name__)

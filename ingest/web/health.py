@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from ingest import errors
-from ingest.service import within
+from ingest.deadlines import within
 from ingest.web.keys import METRICS, POOL, SERVICE
 
 READY_TIMEOUT_SECONDS = 1.0

@@ -19,7 +19,7 @@ from ingest.adapters.base import Delivery, Ignored, Item, body_limit
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, Outcome
 from ingest.schemas import CONTACT_REQUIRED
-from ingest.service import within
+from ingest.deadlines import within
 from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, PEPPER, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}

@@ -1,55 +1,16 @@
-"""SQL of the chat pending store, consent texts and the feed lock (the write path is store/submissions.py)."""
+"""The pending chat store: pieces of a chat session waiting for an e-mail or phone, and their delivery ids."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-from ingest.domain import ConsentText
-
-# Statements run on a plain connection or one borrowed from the pool.
-Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
-
-
-async def lock_feed(conn: Conn) -> None:
-    """Hold the feed lock until COMMIT, so feed sequence numbers become visible in order."""
-    # A row lock on ingest.feed_lock, which only the service's role may take (an advisory
-    # lock could be taken by any role that connects, and stall intake).
-    await conn.execute("SELECT id FROM ingest.feed_lock FOR UPDATE")
-
-
-async def ensure_consent_texts(conn: Conn, texts: Sequence[ConsentText]) -> list[str]:
-    """Store consent texts once; return the ids whose stored wording differs."""
-    rows = await conn.fetch(
-        """
-        WITH given AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                       AS g(consent_id, purpose, text, text_sha256)
-        ), inserted AS (
-            INSERT INTO ingest.consent_texts (consent_id, purpose, text, text_sha256)
-            SELECT consent_id, purpose, text, text_sha256 FROM given
-            ON CONFLICT (consent_id) DO NOTHING
-        )
-        SELECT g.consent_id
-          FROM given g JOIN ingest.consent_texts t USING (consent_id)
-         WHERE t.text_sha256 <> g.text_sha256 OR t.purpose <> g.purpose
-        """,
-        [t.consent_id for t in texts],
-        [t.purpose for t in texts],
-        [t.text for t in texts],
-        [t.text_sha256 for t in texts],
-    )
-    return [row["consent_id"] for row in rows]
-
-
-async def ping(conn: Conn) -> bool:
-    """True when the database answers."""
-    return bool(await conn.fetchval("SELECT true"))
+from ingest.store.connection import Conn, rows_affected
 
 
 async def lock_pending_chat(
@@ -132,8 +93,7 @@ async def save_pending_chat(
 
 async def delete_expired_pending_chats(conn: Conn) -> int:
     """Remove pending chat pieces past their expiry; return how many."""
-    result: str = await conn.execute("DELETE FROM ingest.pending_chats WHERE expires_at <= now()")
-    return int(result.rsplit(maxsplit=1)[-1])
+    return rows_affected(await conn.execute("DELETE FROM ingest.pending_chats WHERE expires_at <= now()"))
 
 
 async def update_contact_of_submission(
@@ -175,3 +135,59 @@ async def fill_submission_message(conn: Conn, submission_id: uuid.UUID, message:
         submission_id,
         message,
     )
+
+
+async def pending_chats_of(
+    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """Chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
+    rows = await conn.fetch(
+        """
+        SELECT source, fields::text AS fields, created_at, expires_at FROM ingest.pending_chats
+         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
+            OR submission_id IN (SELECT submission_id FROM ingest.submissions
+                                  WHERE contact_id = ANY($3::uuid[]))
+        """,
+        email,
+        phone,
+        list(contact_ids),
+    )
+    return [
+        {
+            "source": r["source"],
+            "fields": json.loads(r["fields"]),
+            "created_at": r["created_at"].isoformat(),
+            "expires_at": r["expires_at"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+async def delete_pending_chats_of(
+    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
+) -> int:
+    """Remove pending chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
+    result: str = await conn.execute(
+        """
+        DELETE FROM ingest.pending_chats
+         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
+            OR submission_id IN (SELECT submission_id FROM ingest.submissions
+                                  WHERE contact_id = ANY($3::uuid[]))
+        """,
+        email,
+        phone,
+        list(contact_ids),
+    )
+    return rows_affected(result)
+
+
+async def count_pending_chats(conn: Conn) -> int:
+    """How many chat sessions wait in the pending store (a gauge)."""
+    count: int = await conn.fetchval("SELECT count(*) FROM ingest.pending_chats")
+    return count
+
+
+async def count_expired_pending_chats(conn: Conn, now: datetime) -> int:
+    """How many pending chat sessions are past their expiry at `now` (a purge's dry run)."""
+    count: int = await conn.fetchval("SELECT count(*) FROM ingest.pending_chats WHERE expires_at <= $1", now)
+    return count

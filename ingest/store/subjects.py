@@ -14,11 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from ingest.repository import Conn
 from ingest.store import ledger
-
-OBJECTION_CONSENT_ID = "objection-direct-marketing"
-OBJECTION_TEXT = "The person objected to direct marketing (GDPR Art. 21(2)); consent withdrawn."
+from ingest.store.connection import Conn, rows_affected
 
 
 async def find_contacts(conn: Conn, email_key: str | None, phone: str | None) -> list[uuid.UUID]:
@@ -99,7 +96,7 @@ async def remove_phone_values(conn: Conn, phone: str, contact_ids: Sequence[uuid
         phone,
         list(contact_ids),
     )
-    return _count(contacts) + _count(submissions)
+    return rows_affected(contacts) + rows_affected(submissions)
 
 
 async def lock_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> None:
@@ -163,50 +160,6 @@ async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[
     return result
 
 
-async def pending_chats_of(
-    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
-) -> list[dict[str, Any]]:
-    """Chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
-    rows = await conn.fetch(
-        """
-        SELECT source, fields::text AS fields, created_at, expires_at FROM ingest.pending_chats
-         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
-            OR submission_id IN (SELECT submission_id FROM ingest.submissions
-                                  WHERE contact_id = ANY($3::uuid[]))
-        """,
-        email,
-        phone,
-        list(contact_ids),
-    )
-    return [
-        {
-            "source": r["source"],
-            "fields": json.loads(r["fields"]),
-            "created_at": r["created_at"].isoformat(),
-            "expires_at": r["expires_at"].isoformat(),
-        }
-        for r in rows
-    ]
-
-
-async def delete_pending_chats_of(
-    conn: Conn, email: str | None, phone: str | None, contact_ids: Sequence[uuid.UUID]
-) -> int:
-    """Remove pending chat pieces naming this e-mail or phone, or tied to these contacts' chats."""
-    result: str = await conn.execute(
-        """
-        DELETE FROM ingest.pending_chats
-         WHERE fields->>'email' = $1 OR fields->>'phone' = $2
-            OR submission_id IN (SELECT submission_id FROM ingest.submissions
-                                  WHERE contact_id = ANY($3::uuid[]))
-        """,
-        email,
-        phone,
-        list(contact_ids),
-    )
-    return _count(result)
-
-
 async def erase_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> dict[str, int]:
     """Delete contacts (submissions and purposes cascade; consent events are unlinked)."""
     counts = await conn.fetchrow(
@@ -223,7 +176,7 @@ async def erase_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> dict[s
     if counts is None:  # pragma: no cover - a SELECT of two counts always returns a row
         raise RuntimeError("no counts")
     return {
-        "contacts": _count(result),
+        "contacts": rows_affected(result),
         "submissions": int(counts["submissions"]),
         "consent_events_unlinked": int(counts["consent_events"]),
     }
@@ -271,7 +224,7 @@ async def remove_suppression(conn: Conn, key: bytes, objected_before: datetime) 
     The condition is in the DELETE itself: an objection committed while the opt-in runs
     is re-checked on the row's newest version and stays.
     """
-    return _count(
+    return rows_affected(
         await conn.execute(
             "DELETE FROM ingest.suppressions WHERE key_hash = $1 AND last_objected_at < $2",
             key,
@@ -286,23 +239,6 @@ async def suppressed(conn: Conn, keys: Sequence[bytes]) -> list[bytes]:
         "SELECT key_hash FROM ingest.suppressions WHERE key_hash = ANY($1::bytea[])", list(keys)
     )
     return [row["key_hash"] for row in rows]
-
-
-async def ensure_objection_text(conn: Conn) -> str:
-    """The consent text id recorded when someone objects (stored once); return its hash."""
-    import hashlib  # noqa: PLC0415
-
-    digest = hashlib.sha256(OBJECTION_TEXT.encode()).hexdigest()
-    await conn.execute(
-        """
-        INSERT INTO ingest.consent_texts (consent_id, purpose, text, text_sha256)
-        VALUES ($1, 'direct_marketing', $2, $3) ON CONFLICT (consent_id) DO NOTHING
-        """,
-        OBJECTION_CONSENT_ID,
-        OBJECTION_TEXT,
-        digest,
-    )
-    return digest
 
 
 async def record_consent_for_contacts(
@@ -364,7 +300,7 @@ async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[byte
         kind,
         list(subject_hashes),
     )
-    return _count(result)
+    return rows_affected(result)
 
 
 async def forget_answered_requests(conn: Conn, days: int) -> int:
@@ -376,7 +312,7 @@ async def forget_answered_requests(conn: Conn, days: int) -> int:
         """,
         days,
     )
-    return _count(result)
+    return rows_affected(result)
 
 
 async def open_requests(conn: Conn) -> list[asyncpg.Record]:
@@ -439,11 +375,6 @@ async def count_expired_contacts(conn: Conn, now: datetime) -> int:
     return count
 
 
-def _count(status: str) -> int:
-    """The row count of a command status such as 'DELETE 3'."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def confirm_link_refused(conn: Conn, email_hash: bytes, digest: bytes, issued_at: datetime) -> bool:
     """Whether a confirmation link is used up, or older than the latest objection it would lift.
 
@@ -475,9 +406,9 @@ async def use_link(conn: Conn, digest: bytes, expires_at: datetime) -> bool:
         digest,
         expires_at,
     )
-    return _count(result) == 1
+    return rows_affected(result) == 1
 
 
 async def delete_expired_used_links(conn: Conn) -> int:
     """Forget used links past their expiry (an expired link is refused anyway)."""
-    return _count(await conn.execute("DELETE FROM ingest.used_links WHERE expires_at <= now()"))
+    return rows_affected(await conn.execute("DELETE FROM ingest.used_links WHERE expires_at <= now()"))

@@ -1,0 +1,1 @@
+"""The `ingest` command line: main.py parses and dispatches; one module per group of commands."""
