@@ -8,7 +8,8 @@ from ingest.config import Config, Source, consent_text
 from ingest.domain import ConsentDecision, ConsentText, PurposeRecord, RawSubmission
 from ingest.errors import ValidationFailed
 
-_YES = frozenset({"on", "true", "1", "yes", "y", "checked", "granted"})
+# The words of a ticked checkbox or a "yes" answer (also read by adapters.mapping).
+YES_WORDS = frozenset({"on", "true", "1", "yes", "y", "checked", "granted"})
 _NO = frozenset({"", "off", "false", "0", "no", "n", "unchecked", "denied"})
 
 
@@ -20,7 +21,7 @@ def answer(value: object) -> bool | None:
         return bool(value) if value in (0, 1) else None
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in _YES:
+        if text in YES_WORDS:
             return True
         if text in _NO:
             return False

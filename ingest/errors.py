@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+# Where an error is answered, for the OpenAPI document (ingest.web.openapi): on every
+# submission endpoint, and the admin API too, which shares the limits (intake); on the
+# admin API, in place of the intake error of its status (admin); or on no listed
+# operation, as for unknown routes and the links of e-mails (other).
+Surface = Literal["intake", "admin", "other"]
 
 
 class IngestError(Exception):
@@ -11,6 +17,7 @@ class IngestError(Exception):
 
     code: ClassVar[str] = "error"
     status: ClassVar[int] = 400
+    surface: ClassVar[Surface] = "intake"
     headers: Mapping[str, str] = {}
 
     def body(self) -> dict[str, Any]:
@@ -102,6 +109,7 @@ class Unauthorized(IngestError):
 
     code = "unauthorized"
     status = 401
+    surface = "admin"
     headers: Mapping[str, str] = {"WWW-Authenticate": "Bearer"}
 
 
@@ -110,6 +118,7 @@ class Forbidden(IngestError):
 
     code = "forbidden"
     status = 403
+    surface = "admin"
 
 
 class NotFound(IngestError):
@@ -117,6 +126,7 @@ class NotFound(IngestError):
 
     code = "not_found"
     status = 404
+    surface = "other"
 
 
 class MethodNotAllowed(IngestError):
@@ -124,6 +134,7 @@ class MethodNotAllowed(IngestError):
 
     code = "method_not_allowed"
     status = 405
+    surface = "other"
 
 
 class ConfigError(Exception):
@@ -142,3 +153,4 @@ class InvalidLink(IngestError):
 
     code = "invalid_link"
     status = 400
+    surface = "other"

@@ -424,3 +424,11 @@ def test_a_weak_or_placeholder_pepper_is_refused(pepper):
 
     with pytest.raises(ConfigError, match="INGEST_PEPPER"):
         check_pepper(pepper)
+
+
+def test_the_known_formats_are_the_registered_adapters():
+    from ingest.adapters import ADAPTERS
+    from ingest.config import FORMATS
+
+    assert len(set(FORMATS)) == len(FORMATS)
+    assert set(ADAPTERS) == set(FORMATS)

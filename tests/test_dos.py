@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.adapters import intercom, jotform, tally, zendesk
-from ingest.adapters.base import MAX_FORM_FIELDS, decode_text, media_type, parse_multipart
+from ingest.adapters.bodies import MAX_FORM_FIELDS, decode_text, media_type, parse_multipart
 from ingest.domain import InboundRequest
 from ingest.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from tests.support import ORIGIN, config_with_source

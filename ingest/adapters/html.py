@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from ingest.adapters.base import BaseAdapter, Ignored, Item, form_pairs
+from ingest.adapters.base import BaseAdapter, Ignored, Item
+from ingest.adapters.bodies import form_pairs
 from ingest.config import CANONICAL_FIELDS, Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import ConfigError, OriginNotAllowed, ValidationFailed

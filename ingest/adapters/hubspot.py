@@ -39,7 +39,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from ingest.adapters.base import BaseAdapter, Delivery, Item, parse_json_object, require_content_type
+from ingest.adapters.base import BaseAdapter, Delivery, Item
+from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.json import verify_standard_webhook
 from ingest.adapters.mapping import (
     Answer,

@@ -22,14 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ingest.adapters.base import (
-    BaseAdapter,
-    Item,
-    form_pairs,
-    parse_json_object,
-    require,
-    secret_matches,
-)
+from ingest.adapters.base import BaseAdapter, Item, require, secret_matches
+from ingest.adapters.bodies import form_pairs, parse_json_object
 from ingest.adapters.mapping import (
     Answer,
     as_str,

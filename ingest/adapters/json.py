@@ -8,12 +8,11 @@ from typing import Any, ClassVar
 
 import standardwebhooks
 
-from ingest.adapters.base import BaseAdapter, Item, parse_json_object, require_content_type
-from ingest.config import Source
+from ingest.adapters.base import BaseAdapter, Item
+from ingest.adapters.bodies import parse_json_object, require_content_type
+from ingest.config import CANONICAL_FIELDS, Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature, ValidationFailed
-
-CANONICAL_KEYS = ("name", "first_name", "last_name", "email", "phone", "message")
 
 
 @functools.lru_cache(maxsize=64)
@@ -59,7 +58,7 @@ def canonical_submission(
     payload: dict[str, Any], delivery_id: str | None, *, optional_contact: bool = False
 ) -> RawSubmission:
     """Pick the canonical keys; every other key, at any depth, is dropped here."""
-    fields = {key: payload[key] for key in CANONICAL_KEYS if key in payload}
+    fields = {key: payload[key] for key in CANONICAL_FIELDS if key in payload}
     consents = payload.get("consents", {})
     if consents is None:
         consents = {}

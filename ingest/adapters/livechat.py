@@ -25,17 +25,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ingest.adapters.base import (
-    LARGE_DELIVERY_BYTES,
-    BaseAdapter,
-    Ignored,
-    Item,
-    parse_json_object,
-    require,
-    require_content_type,
-    secret_matches,
-    text_bytes,
-)
+from ingest.adapters.base import LARGE_DELIVERY_BYTES, BaseAdapter, Ignored, Item, require, secret_matches
+from ingest.adapters.bodies import parse_json_object, require_content_type, text_bytes
 from ingest.adapters.mapping import (
     Answer,
     as_dict,

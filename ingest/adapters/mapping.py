@@ -30,11 +30,11 @@ from typing import Any
 
 from ingest.adapters.base import Delivery
 from ingest.config import CANONICAL_FIELDS, Source
+from ingest.consent import YES_WORDS
 from ingest.domain import RawSubmission
 from ingest.errors import ConfigError
 
 MAX_DELIVERY_ID = 200  # ingest.deliveries.delivery_id CHECK
-_YES = frozenset({"yes", "y", "true", "on", "1", "checked", "granted"})
 # English, Finnish and Swedish labels (the default region is FI): providers without
 # field types (Webflow, Netlify, Jotform) are matched by their labels' words.
 _NAME_RULES: dict[str, Callable[[str], bool]] = {
@@ -285,7 +285,7 @@ def _yes(value: object) -> bool:
     if isinstance(value, str):
         folded = _fold(value)
         words = tuple(_words(value).split())
-        return folded in _YES or any(words[: len(start)] == start for start in _AFFIRMATIVE_STARTS)
+        return folded in YES_WORDS or any(words[: len(start)] == start for start in _AFFIRMATIVE_STARTS)
     return False
 
 

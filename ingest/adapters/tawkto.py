@@ -34,15 +34,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ingest.adapters.base import (
-    BaseAdapter,
-    Ignored,
-    Item,
-    parse_json_object,
-    require,
-    require_content_type,
-    secret_matches,
-)
+from ingest.adapters.base import BaseAdapter, Ignored, Item, require, secret_matches
+from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.mapping import as_dict, as_str, content_id, delivery_id
 from ingest.config import Source
 from ingest.domain import Channel, InboundRequest, RawSubmission

@@ -21,16 +21,8 @@ import hmac
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ingest.adapters.base import (
-    LARGE_DELIVERY_BYTES,
-    BaseAdapter,
-    Ignored,
-    Item,
-    parse_json_object,
-    require,
-    require_content_type,
-    secret_matches,
-)
+from ingest.adapters.base import LARGE_DELIVERY_BYTES, BaseAdapter, Ignored, Item, require, secret_matches
+from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.mapping import (
     Answer,
     Option,

@@ -24,15 +24,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from ingest.adapters.base import (
-    BaseAdapter,
-    Ignored,
-    Item,
-    parse_json_object,
-    require,
-    require_content_type,
-    secret_matches,
-)
+from ingest.adapters.base import BaseAdapter, Ignored, Item, require, secret_matches
+from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.mapping import (
     Answer,
     as_dict,

@@ -12,9 +12,9 @@ from typing import TypeVar
 from aiohttp import web
 
 from ingest import errors, rights
-from ingest.adapters.base import parse_json_object, text_bytes
-from ingest.links import LinkClaim, verify_token
+from ingest.adapters.bodies import parse_json_object, text_bytes
 from ingest.deadlines import within
+from ingest.links import LinkClaim, verify_token
 from ingest.web.intake import client_address, read_body
 from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, PEPPER, POOL, SERVICE
 

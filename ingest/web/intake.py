@@ -17,9 +17,9 @@ from ingest import errors
 from ingest.adapters import ADAPTERS
 from ingest.adapters.base import Delivery, Ignored, Item, body_limit
 from ingest.config import Source
+from ingest.deadlines import within
 from ingest.domain import Channel, InboundRequest, Outcome
 from ingest.schemas import CONTACT_REQUIRED
-from ingest.deadlines import within
 from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, PEPPER, SERVICE
 
 _CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}

@@ -10,19 +10,26 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from ingest.adapters import ADAPTERS
 from ingest.config import CANONICAL_FIELDS, Config, Source
+from ingest.errors import IngestError, Surface
 
-ERROR_CODES = {
-    400: "malformed_body",
-    401: "invalid_signature",
-    403: "origin_not_allowed",
-    404: "unknown_source",
-    408: "body_timeout",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    503: "unavailable",
-}
-ADMIN_ERROR_CODES = ERROR_CODES | {401: "unauthorized", 403: "forbidden"}
+
+def _codes(surface: Surface) -> dict[int, str]:
+    """The code of each status on one surface, from the error classes (one per status)."""
+    codes: dict[int, str] = {}
+    pending: list[type[IngestError]] = [IngestError]
+    while pending:
+        cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        if cls is IngestError or cls.surface != surface:
+            continue
+        if codes.setdefault(cls.status, cls.code) != cls.code:
+            message = f"{surface} errors {codes[cls.status]} and {cls.code} share status {cls.status}"
+            raise RuntimeError(message)
+    return dict(sorted(codes.items()))
+
+
+ERROR_CODES = _codes("intake")
+ADMIN_ERROR_CODES = ERROR_CODES | _codes("admin")
 # "E-mail or phone": a body that names neither is refused (422).
 EMAIL_OR_PHONE = [{"required": ["email"]}, {"required": ["phone"]}]
 _KINDS = {"form": "forms", "chat": "chats"}
