@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from ingest import consent, migrations
+from ingest import consent
 from ingest.chat_sessions import ChatSessions
 from ingest.config import Config, Source
 from ingest.deadlines import DEADLINE_MARGIN_SECONDS, loop_time
@@ -16,7 +16,7 @@ from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.errors import ValidationFailed
 from ingest.leniency import validate
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema
-from ingest.store import locks
+from ingest.store import locks, migrations
 from ingest.store.connection import Bounded, WriteHealth, bounded_transaction, with_retries
 from ingest.store.submissions import write_submissions
 

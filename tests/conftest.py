@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from ingest import migrations
 from ingest.logs import configure_logging
+from ingest.store import migrations
 from ingest.web.app import create_app
 from tests.support import PEPPER, make_config, quote_db_name, with_database
 

@@ -408,7 +408,7 @@ def test_an_invalid_database_wait_is_a_configuration_error(tmp_path):
 
 
 def test_the_database_wait_is_read_from_the_flag_then_the_environment():
-    from ingest.migrations import DEFAULT_DB_WAIT_SECONDS, db_wait_seconds
+    from ingest.store.migrations import DEFAULT_DB_WAIT_SECONDS, db_wait_seconds
 
     assert db_wait_seconds(5, {"INGEST_DB_WAIT_SECONDS": "7"}) == 5
     assert db_wait_seconds(None, {"INGEST_DB_WAIT_SECONDS": "7"}) == 7

@@ -34,7 +34,7 @@ import asyncpg
 import pytest
 import yaml
 
-from ingest import migrations
+from ingest.store import migrations
 from tests.support import (
     LIVE_CONFIG_TOML,
     free_port,

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from ingest import migrations
 from ingest.pseudonyms import canonical_email
+from ingest.store import migrations
 from ingest.web.app import create_app
 from tests.support import (
     ADMIN_TOKEN,

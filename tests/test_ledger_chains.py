@@ -13,8 +13,8 @@ import time
 import asyncpg
 import pytest
 
-from ingest import audit, migrations
-from ingest.store import ledger, ledger_verify
+from ingest import audit
+from ingest.store import ledger, ledger_verify, migrations
 from ingest.web.keys import POOL
 from tests.support import (
     ADMIN_TOKEN,
@@ -384,7 +384,9 @@ async def test_consent_events_from_before_004_never_had_a_hash_and_are_reported(
 
 def test_an_anchor_names_a_known_chain_a_position_and_a_hash():
     head = "a" * 64
-    assert ledger_verify.parse_anchor(f"consent_events=12:{head}") == ledger_verify.Anchor("consent_events", 12, head)
+    assert ledger_verify.parse_anchor(f"consent_events=12:{head}") == ledger_verify.Anchor(
+        "consent_events", 12, head
+    )
     for bad in ("consent_events=12", f"other=1:{head}", f"audit_log=-1:{head}", "audit_log=1:xyz"):
         with pytest.raises(ValueError, match="CHAIN=POSITION:HASH"):
             ledger_verify.parse_anchor(bad)

@@ -18,10 +18,10 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from ingest import migrations
 from ingest.embedded import development_pepper, embedded_server, has_database
 from ingest.errors import ConfigError
 from ingest.secrets import check_pepper as check_pepper_value
+from ingest.store import migrations
 from ingest.store.settings import check_pepper
 
 log = structlog.get_logger("ingest.cli")

@@ -1,11 +1,16 @@
 """Apply sql/NNN_name.sql in order, once each, in transactions, under an advisory lock.
 
 Before that, wait for the database (it may still be starting): `connect_when_up`.
+
+The ledger (public.ingest_migrations) records each file's sha256: an applied file that
+changed is refused (MigrationChanged), never silently skipped. `describe` prints the
+migrated schema in the normalised form of sql/schema.sql (tests/test_migrations.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import re
@@ -48,12 +53,26 @@ class Migration:
     version: int
     name: str
     sql: str
+    checksum: str = ""  # sha256 of the file's bytes; from the text when built by hand
+
+    def __post_init__(self) -> None:
+        if not self.checksum:
+            object.__setattr__(self, "checksum", hashlib.sha256(self.sql.encode("utf-8")).hexdigest())
+
+    @property
+    def filename(self) -> str:
+        """The file's name in sql/."""
+        return f"{self.version:03d}_{self.name}.sql"
+
+
+class MigrationChanged(ConfigError):
+    """An applied migration file differs from the one recorded: restore it, add a new one."""
 
 
 def sql_dir() -> Path:
     """Locate sql/: inside the installed package, else at the checkout's top level."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "sql", package.parent / "sql"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("sql/ migrations not found next to the ingest package")
@@ -66,7 +85,9 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     for path in sorted(directory.iterdir()):
         match = _FILE_RE.match(path.name)
         if match:
-            migrations.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
+            raw = path.read_bytes()
+            sql = raw.decode("utf-8")
+            migrations.append(Migration(int(match[1]), match[2], sql, hashlib.sha256(raw).hexdigest()))
     versions = [m.version for m in migrations]
     if versions != list(range(1, len(versions) + 1)):
         raise RuntimeError(f"migrations must be numbered 001.. without gaps, found {versions}")
@@ -94,20 +115,28 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
             CREATE TABLE IF NOT EXISTS public.ingest_migrations (
                 version    integer PRIMARY KEY,
                 name       text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                checksum   text
             )
             """
         )
-        done = await applied_versions(conn)
+        # A ledger written before checksums were recorded gains the column, then is backfilled.
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name = 'ingest_migrations' AND column_name = 'checksum')"
+        ):
+            await conn.execute("ALTER TABLE public.ingest_migrations ADD COLUMN checksum text")
+        done = await check_applied(conn, migrations)
         for migration in migrations:
             if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO public.ingest_migrations (version, name) VALUES ($1, $2)",
+                    "INSERT INTO public.ingest_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
+                    migration.checksum,
                 )
             log.info("migration_applied", version=migration.version)
             applied_now.append(migration.version)
@@ -116,6 +145,28 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def check_applied(conn: Conn, migrations: list[Migration]) -> set[int]:
+    """Return the applied versions; refuse a changed file; record checksums not yet recorded."""
+    rows = await conn.fetch("SELECT version, checksum FROM public.ingest_migrations")
+    recorded = {row["version"]: row["checksum"] for row in rows}
+    for migration in migrations:
+        if migration.version not in recorded:
+            continue
+        checksum = recorded[migration.version]
+        if checksum is None:  # applied by a version of the service that did not record checksums
+            await conn.execute(
+                "UPDATE public.ingest_migrations SET checksum = $1 WHERE version = $2 AND checksum IS NULL",
+                migration.checksum,
+                migration.version,
+            )
+        elif checksum != migration.checksum:
+            raise MigrationChanged(
+                f"sql/{migration.filename} changed after it was applied (recorded sha256 {checksum[:12]}, "
+                f"file {migration.checksum[:12]}): restore it and put the change in a new migration"
+            )
+    return set(recorded)
 
 
 # Database-level privileges: nobody connects unless granted, nobody makes temporary tables.
