@@ -6,9 +6,11 @@ The server is DATABASE_URL when set, else an embedded throwaway one; logs are ca
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import os
 import tempfile
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -173,3 +175,91 @@ def make_client(aiohttp_client, app_dsn, log_output):
         return await aiohttp_client(create_app(config, app_dsn, PEPPER))
 
     return build
+
+
+# Test tiers (`pytest -m unit` is the inner loop; CI runs everything). A test's tier is chosen
+# here unless it carries an explicit unit/db/e2e marker, which wins:
+#   e2e   in a file that starts servers, browsers, private clusters, failovers or faults; a test
+#         marked `embedded` or using `embedded_db`; or a test (or a fixture it uses, or a helper
+#         of its module) that runs a subprocess;
+#   db    a test that uses, directly or through other fixtures, the session PostgreSQL;
+#   unit  everything else: no database, no network, no subprocess.
+TIERS = ("unit", "db", "e2e")
+E2E_MODULES = frozenset(
+    {
+        "test_bounded_waits",
+        "test_browser",
+        "test_cli",
+        "test_deploy",
+        "test_embedded",
+        "test_failover",
+        "test_faults",
+        "test_fuzz",
+        "test_serving",
+    }
+)
+# Every other database fixture (template_db, db_dsn, db, app_dsn, client, make_client,
+# empty_db, and the test files' own) reaches the server through server_dsn.
+DB_FIXTURES = frozenset({"server_dsn"})
+E2E_FIXTURES = frozenset({"embedded_db"})
+
+
+def _source(obj: object) -> str:
+    try:
+        return inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+_module_process_helpers: dict[str, frozenset[str]] = {}
+
+
+def _process_helpers(module: types.ModuleType) -> frozenset[str]:
+    """The names of a test module's own functions that run a subprocess."""
+    if module.__name__ not in _module_process_helpers:
+        _module_process_helpers[module.__name__] = frozenset(
+            name
+            for name, value in vars(module).items()
+            if inspect.isfunction(value)
+            and value.__module__ == module.__name__
+            and "subprocess." in _source(value)
+        )
+    return _module_process_helpers[module.__name__]
+
+
+def _runs_a_process(item: pytest.Function) -> bool:
+    functions = [item.function]
+    for name in item.fixturenames:
+        definitions = item._fixtureinfo.name2fixturedefs.get(name) or ()
+        functions.extend(definition.func for definition in definitions)
+    helpers = _process_helpers(item.module)
+    for function in functions:
+        text = _source(function)
+        if "subprocess." in text or any(f"{helper}(" in text for helper in helpers):
+            return True
+    return False
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier a collected test belongs to."""
+    explicit = [tier for tier in TIERS if item.get_closest_marker(tier)]
+    if explicit:
+        return explicit[0]
+    names = set(getattr(item, "fixturenames", ()))
+    module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) else ""
+    if (
+        module in E2E_MODULES
+        or names & E2E_FIXTURES
+        or item.get_closest_marker("embedded")
+        or (isinstance(item, pytest.Function) and _runs_a_process(item))
+    ):
+        return "e2e"
+    if names & DB_FIXTURES:
+        return "db"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(tier_of(item))
