@@ -41,23 +41,43 @@ LAWFUL_BASES = (
 )
 ADMIN_SCOPES = ("export", "erase", "opt-out", "purge")
 CANONICAL_FIELDS = ("name", "first_name", "last_name", "email", "phone", "message")
+
+
 # The `format` a source may name: one adapter each in ingest.adapters.ADAPTERS (a test keeps
 # the two equal), listed here so the format is checked without importing the adapters.
-FORMATS = (
-    "crisp",
-    "html",
-    "hubspot",
-    "intercom",
-    "jotform",
-    "json",
-    "livechat",
-    "netlify",
-    "tally",
-    "tawkto",
-    "typeform",
-    "webflow",
-    "zendesk",
-)
+@dataclass(frozen=True, slots=True)
+class Format:
+    """What a config `format` needs of a source; its adapter (ingest/adapters/) reads the same.
+
+    secret_kind: how the secrets are checked, "standard_webhooks" (whsec_, 24-64 bytes) or
+    "shared" (a provider-issued or chosen secret: no placeholder, long enough).
+    """
+
+    channels: frozenset[Channel]
+    needs_secret: bool = True  # html: browsers cannot hold one; the Origin is checked instead
+    needs_origin: bool = False
+    secret_kind: str = "shared"  # noqa: S105 - a kind of secret, not a secret
+
+
+_FORM: frozenset[Channel] = frozenset({"form"})
+_CHAT: frozenset[Channel] = frozenset({"chat"})
+# Every format, checked here without importing an adapter; ingest/adapters/__init__.py maps
+# each to its adapter (a test checks the two agree).
+FORMATS: Mapping[str, Format] = {
+    "crisp": Format(_CHAT),
+    "html": Format(_FORM, needs_secret=False, needs_origin=True),
+    "hubspot": Format(_FORM, secret_kind="standard_webhooks"),  # noqa: S106 - a kind, not a secret
+    "intercom": Format(_CHAT),
+    "jotform": Format(_FORM),
+    "json": Format(_FORM | _CHAT, secret_kind="standard_webhooks"),  # noqa: S106 - a kind, not a secret
+    "livechat": Format(_CHAT),
+    "netlify": Format(_FORM),
+    "tally": Format(_FORM),
+    "tawkto": Format(_CHAT),
+    "typeform": Format(_FORM),
+    "webflow": Format(_FORM),
+    "zendesk": Format(_CHAT),
+}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CONSENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -397,22 +417,20 @@ def _source(
     fmt = item.get("format", str)
     if fmt not in FORMATS:
         raise ConfigError(f"{item.key('format')}: unknown format (known: {', '.join(sorted(FORMATS))})")
-    # The format's channels, secret and origin needs and its per-source checks are the adapter's.
-    from ingest.adapters import ADAPTERS  # noqa: PLC0415 - adapters import config types
-
-    adapter = ADAPTERS[fmt]
-    if channel not in adapter.channels:
-        served = "/".join(sorted(adapter.channels))
+    # The adapter's own checks of a source's settings come after: ingest.adapters.check_sources.
+    rules = FORMATS[fmt]
+    if channel not in rules.channels:
+        served = "/".join(sorted(rules.channels))
         raise ConfigError(f"{item.key('channel')}: format {fmt} serves {served}")
     origins = _origins(item)
-    if adapter.needs_origin and not origins:
+    if rules.needs_origin and not origins:
         raise ConfigError(f"{item.key('allowed_origins')}: required for format {fmt}")
     source = Source(
         name=name,
         channel=cast("Channel", channel),
         format=fmt,
         purposes=_source_purposes(item, purposes),
-        secrets=_secrets(item, environ, required=adapter.needs_secret, kind=adapter.secret_kind),
+        secrets=_secrets(item, environ, required=rules.needs_secret, kind=rules.secret_kind),
         secret_envs=_secret_envs(item),
         allowed_origins=origins,
         consent_fields=_consent_fields(item, consents),
@@ -423,10 +441,9 @@ def _source(
         min_fill_seconds=float(item.get("min_fill_seconds", (int, float), 0)),
         options=item.get("options", dict, {}),
         max_body_bytes=_body_limit(item),
-        authenticated=adapter.needs_secret,
+        authenticated=rules.needs_secret,
     )
     item.reject_unknown()
-    adapter.check_source(source, item.key)
     return source
 
 

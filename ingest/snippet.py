@@ -19,7 +19,7 @@ from typing import Any
 
 from ingest.config import Config, Source, check_public_url
 from ingest.errors import ConfigError
-from ingest.web.form_page import render_form
+from ingest.web.pages import render_form
 
 # The same script for every source and configuration (the form tells it where the
 # stamp is), so a website's Content-Security-Policy can allow it by one hash.

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from standardwebhooks import Webhook
 
+from ingest.adapters import check_sources
 from ingest.config import Config, parse_config
 
 # Not the README's example secret (the spec's test vector), which only the embedded default accepts.
@@ -102,7 +103,8 @@ def secrets_environ() -> dict[str, str]:
 
 def make_config(raw: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
     """Validate a config dict (the base one by default); the README's example secret is allowed here."""
-    return parse_config(raw or base_config_dict(), environ or secrets_environ(), example_secrets_allowed=True)
+    raw = raw or base_config_dict()
+    return check_sources(parse_config(raw, environ or secrets_environ(), example_secrets_allowed=True))
 
 
 def sign_standard(

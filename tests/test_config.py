@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ingest.adapters import check_sources
 from ingest.config import load_config, parse_config
 from ingest.errors import ConfigError
 from tests.support import PARTNER_SECRET, base_config_dict, secrets_environ
@@ -22,7 +23,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "ingest.example.to
 def config_error(raw: dict[str, Any], environ: dict[str, str] | None = None) -> str:
     """The message of the ConfigError that parsing `raw` raises."""
     with pytest.raises(ConfigError) as info:
-        parse_config(raw, secrets_environ() if environ is None else environ)
+        check_sources(parse_config(raw, secrets_environ() if environ is None else environ))
     return str(info.value)
 
 

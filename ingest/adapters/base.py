@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from ingest.config import Source
+from ingest.config import FORMATS, Format, Source
 from ingest.domain import Channel, InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature
 
@@ -41,9 +41,24 @@ class Adapter(Protocol):
     """Authenticates a provider's request and extracts raw submissions from it."""
 
     name: ClassVar[str]
-    channels: ClassVar[frozenset[Channel]]
-    needs_secret: ClassVar[bool]
-    needs_origin: ClassVar[bool]
+
+    # What the format needs of a source, as config.FORMATS states it (read, not restated).
+    @property
+    def channels(self) -> frozenset[Channel]:
+        """The channels (form, chat) a source of this format may be."""
+
+    @property
+    def needs_secret(self) -> bool:
+        """Deliveries are signed or carry a secret."""
+
+    @property
+    def needs_origin(self) -> bool:
+        """Deliveries come from browsers: the Origin is checked."""
+
+    @property
+    def secret_kind(self) -> str:
+        """How config checks the secrets: standard_webhooks or shared."""
+
     content_types: ClassVar[frozenset[str]]
     # Providers that count only one status as delivered (Webflow: 200) get it for
     # every 2xx outcome; None means the DESIGN statuses (201/200/202).
@@ -52,9 +67,6 @@ class Adapter(Protocol):
     # (Intercom, LiveChat, Zendesk, Typeform) need more than the 64 KiB default:
     # a 413 never succeeds on retry. None: [limits] max_body_bytes.
     max_body_bytes: ClassVar[int | None]
-    # How config checks this format's secrets: "standard_webhooks" (whsec_, 24-64 bytes) or
-    # "shared" (a provider-issued or chosen secret: no placeholder, long enough).
-    secret_kind: ClassVar[str]
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Raise ConfigError (naming the key) if the source's settings cannot work."""
@@ -67,16 +79,36 @@ class BaseAdapter:
     """Defaults shared by adapters: JSON bodies, a secret, no per-source checks."""
 
     name: ClassVar[str] = ""
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
-    needs_secret: ClassVar[bool] = True
-    needs_origin: ClassVar[bool] = False
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
     success_status: ClassVar[int | None] = None
     max_body_bytes: ClassVar[int | None] = None
-    secret_kind: ClassVar[str] = "shared"  # noqa: S105 - a kind of secret, not a secret
+
+    @property
+    def channels(self) -> frozenset[Channel]:
+        """The channels (form, chat) a source of this format may be."""
+        return _rules(self.name).channels
+
+    @property
+    def needs_secret(self) -> bool:
+        """Deliveries are signed or carry a secret (all but html)."""
+        return _rules(self.name).needs_secret
+
+    @property
+    def needs_origin(self) -> bool:
+        """Deliveries come from browsers: the Origin is checked (html)."""
+        return _rules(self.name).needs_origin
+
+    @property
+    def secret_kind(self) -> str:
+        """How config checks the secrets: standard_webhooks or shared."""
+        return _rules(self.name).secret_kind
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Accept any settings by default."""
+
+
+def _rules(name: str) -> Format:
+    return FORMATS[name]
 
 
 LARGE_DELIVERY_BYTES = 1024 * 1024

@@ -32,7 +32,7 @@ from ingest.adapters.base import BaseAdapter, Ignored, Item, require, secret_mat
 from ingest.adapters.bodies import parse_json_object, require_content_type, text_bytes
 from ingest.adapters.mapping import as_dict, as_str, compact_json, delivery_id
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature, MalformedBody
 
 # Crisp documents the timestamp as when the hook was emitted, and retries failed hooks:
@@ -53,7 +53,6 @@ class CrispAdapter(BaseAdapter):
     """A Crisp website's chats, through website hooks or a plugin's signed hooks."""
 
     name: ClassVar[str] = "crisp"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """`options.hook` is website or plugin; `key_parameter` only names a website hook's parameter."""

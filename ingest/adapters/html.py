@@ -23,7 +23,7 @@ from typing import ClassVar
 from ingest.adapters.base import BaseAdapter, Ignored, Item
 from ingest.adapters.bodies import form_pairs
 from ingest.config import CANONICAL_FIELDS, Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, OriginNotAllowed, ValidationFailed
 
 # Hidden field holding the signed stamp of when the form was shown (minimum fill time).
@@ -76,9 +76,6 @@ class HtmlAdapter(BaseAdapter):
     """A plain HTML form on an allowed origin; the form's own field names are mapped."""
 
     name: ClassVar[str] = "html"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
-    needs_secret: ClassVar[bool] = False
-    needs_origin: ClassVar[bool] = True
     content_types: ClassVar[frozenset[str]] = frozenset(
         {"application/x-www-form-urlencoded", "multipart/form-data"}
     )

@@ -52,7 +52,7 @@ from ingest.adapters.mapping import (
     pick_fields,
 )
 from ingest.config import NOTICE_PURPOSES, Source
-from ingest.domain import Channel, InboundRequest, Notice, RawSubmission
+from ingest.domain import InboundRequest, Notice, RawSubmission
 from ingest.errors import ConfigError, ValidationFailed
 
 CONTACT = "0-1"
@@ -76,8 +76,6 @@ class HubSpotAdapter(BaseAdapter):
     """HubSpot-shaped form submissions; properties by name, consents with their own wording."""
 
     name: ClassVar[str] = "hubspot"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
-    secret_kind: ClassVar[str] = "standard_webhooks"  # noqa: S105 - a format name, not a secret
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """The mapping must name fields; purposes in options must be purposes of the notice."""

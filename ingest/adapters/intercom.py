@@ -38,7 +38,7 @@ from ingest.adapters.base import LARGE_DELIVERY_BYTES, BaseAdapter, Ignored, Ite
 from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.mapping import as_dict, content_id, delivery_id
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature
 
 _SIGNATURE = re.compile(r"^sha1=([0-9a-fA-F]{40})$")
@@ -72,7 +72,6 @@ class IntercomAdapter(BaseAdapter):
     """An Intercom workspace's user- and lead-initiated conversations."""
 
     name: ClassVar[str] = "intercom"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
     max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:

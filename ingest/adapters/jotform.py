@@ -32,7 +32,7 @@ from ingest.adapters.mapping import (
     form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest
+from ingest.domain import InboundRequest
 from ingest.errors import MalformedBody
 
 TYPE_DEFAULTS = {"name": "name", "email": "email", "phone": "phone", "message": "message"}
@@ -48,7 +48,6 @@ class JotformAdapter(BaseAdapter):
     """Jotform submissions, authenticated by a secret in the webhook URL."""
 
     name: ClassVar[str] = "jotform"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
     content_types: ClassVar[frozenset[str]] = frozenset(
         {"multipart/form-data", "application/x-www-form-urlencoded"}
     )

@@ -11,7 +11,7 @@ import standardwebhooks
 from ingest.adapters.base import BaseAdapter, Item
 from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.config import CANONICAL_FIELDS, Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import InvalidSignature, ValidationFailed
 
 
@@ -43,8 +43,6 @@ class JsonAdapter(BaseAdapter):
     """The service's own JSON format, for partners and custom integrations."""
 
     name: ClassVar[str] = "json"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form", "chat"})
-    secret_kind: ClassVar[str] = "standard_webhooks"  # noqa: S105 - a format name, not a secret
 
     def parse(self, source: Source, request: InboundRequest) -> Sequence[Item]:
         """Verify, then take the canonical keys and the consents object."""

@@ -38,7 +38,7 @@ from ingest.adapters.mapping import (
     pick_fields,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError, InvalidSignature, MalformedBody
 
 TYPE_DEFAULTS = {"name": "name", "email": "email"}
@@ -51,7 +51,6 @@ class LiveChatAdapter(BaseAdapter):
     """A LiveChat license's chats: the customer's details, pre-chat answers and first message."""
 
     name: ClassVar[str] = "livechat"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
     # "Building webhook apps": respond with HTTP 200, otherwise LiveChat retries.
     success_status: ClassVar[int | None] = 200
     max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES

@@ -36,7 +36,7 @@ from ingest.adapters.mapping import (
     form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest
+from ingest.domain import InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 ISSUER = "netlify"
@@ -51,7 +51,6 @@ class NetlifyAdapter(BaseAdapter):
     """Netlify Forms submissions; inputs are mapped by their name or label."""
 
     name: ClassVar[str] = "netlify"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """The field and consent mapping must name fields."""

@@ -40,7 +40,7 @@ from ingest.adapters.mapping import (
     form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest
+from ingest.domain import InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 TYPE_DEFAULTS = {"INPUT_EMAIL": "email", "INPUT_PHONE_NUMBER": "phone", "TEXTAREA": "message"}
@@ -54,7 +54,6 @@ class TallyAdapter(BaseAdapter):
     """A Tally form's responses; fields are mapped by key, label or type."""
 
     name: ClassVar[str] = "tally"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """The field and consent mapping must name fields."""

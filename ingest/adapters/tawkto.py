@@ -38,7 +38,7 @@ from ingest.adapters.base import BaseAdapter, Ignored, Item, require, secret_mat
 from ingest.adapters.bodies import parse_json_object, require_content_type
 from ingest.adapters.mapping import as_dict, as_str, content_id, delivery_id
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import ConfigError
 
 _SIGNATURE = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -62,7 +62,6 @@ class TawkToAdapter(BaseAdapter):
     """A tawk.to property's chats and offline-form tickets."""
 
     name: ClassVar[str] = "tawkto"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:
         """Fixed fields (no field or consent mapping); options only for the pre-chat form."""

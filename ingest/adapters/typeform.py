@@ -34,7 +34,7 @@ from ingest.adapters.mapping import (
     form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest
+from ingest.domain import InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 PREFIX = "sha256="
@@ -47,7 +47,6 @@ class TypeformAdapter(BaseAdapter):
     """A Typeform form's responses; questions are mapped by ref, id, title or type."""
 
     name: ClassVar[str] = "typeform"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
     max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:

@@ -37,7 +37,7 @@ from ingest.adapters.mapping import (
     form_delivery,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest
+from ingest.domain import InboundRequest
 from ingest.errors import InvalidSignature, MalformedBody
 
 TOLERANCE_MS = 5 * 60 * 1000
@@ -49,7 +49,6 @@ class WebflowAdapter(BaseAdapter):
     """A Webflow site's form submissions; fields are mapped by their names in the Designer."""
 
     name: ClassVar[str] = "webflow"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"form"})
     # Webflow counts only 200 as delivered; anything else is retried and, repeated,
     # deactivates the webhook ("Working with webhooks").
     success_status: ClassVar[int | None] = 200

@@ -42,7 +42,7 @@ from ingest.adapters.mapping import (
     pick_fields,
 )
 from ingest.config import Source
-from ingest.domain import Channel, InboundRequest, RawSubmission
+from ingest.domain import InboundRequest, RawSubmission
 from ingest.errors import MalformedBody, PayloadTooLarge
 
 TYPE_DEFAULTS = {"email": "email"}
@@ -62,7 +62,6 @@ class ZendeskAdapter(BaseAdapter):
     """A Sunshine Conversations app's end users: profile, pre-chat answers and first message."""
 
     name: ClassVar[str] = "zendesk"
-    channels: ClassVar[frozenset[Channel]] = frozenset({"chat"})
     max_body_bytes: ClassVar[int | None] = LARGE_DELIVERY_BYTES
 
     def check_source(self, source: Source, key: Callable[[str], str]) -> None:

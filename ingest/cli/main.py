@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from ingest import ropa, serving, snippet, trial
+from ingest.adapters import check_sources
 from ingest.cli import privacy
 from ingest.cli.database import database_url, resolve_pepper, run_migrations, wait_for_database
 from ingest.config import Config, load_config
@@ -230,10 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = (
             None
             if args.command in NEEDS_NO_CONFIG
-            else load_config(
-                args.config,
-                example_secrets_allowed=embedded,
-                require_secrets=args.command not in NEEDS_NO_SECRETS,
+            else check_sources(
+                load_config(
+                    args.config,
+                    example_secrets_allowed=embedded,
+                    require_secrets=args.command not in NEEDS_NO_SECRETS,
+                )
             )
         )
         return COMMANDS[args.command](args, config)  # type: ignore[arg-type]

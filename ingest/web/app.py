@@ -11,12 +11,13 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from ingest.adapters import check_sources
 from ingest.config import Config
 from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import IngestService
 from ingest.store.startup import sync_consent_texts
-from ingest.web import admin, form_page, health, intake
+from ingest.web import admin, form_page, health, intake, link_pages, pages
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
 from ingest.web.maintenance import maintenance
@@ -31,7 +32,7 @@ POOL_CLOSE_SECONDS = 5.0  # at shutdown; past it, connections are terminated
 def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     """Build the aiohttp application; the pool opens and closes with it."""
     app = web.Application(middlewares=[request_context], client_max_size=config.limits.max_body_bytes)
-    app[CONFIG] = config
+    app[CONFIG] = check_sources(config)  # each adapter's own checks (cheap; normally done at load)
     app[DSN] = dsn
     app[PEPPER] = pepper
     app[METRICS] = create_metrics()
@@ -54,6 +55,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     form_page.add_routes(app)  # the example form and its fill-time stamp
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
     admin.add_routes(app)
+    link_pages.add_routes(app)  # the pages behind the unsubscribe and confirm links
     document = build_spec(config)  # built once; the config does not change while serving
 
     async def openapi(_: web.Request) -> web.Response:
@@ -90,7 +92,7 @@ def _csp(form_targets: Iterable[str]) -> str:
     return "; ".join(
         (
             "default-src 'none'",
-            f"style-src '{form_page.STYLE_HASH}'",
+            f"style-src '{pages.STYLE_HASH}'",
             "form-action " + " ".join(("'self'", *sorted(set(form_targets)))),
             "frame-ancestors 'none'",
             "base-uri 'none'",

@@ -2,68 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from aiohttp import ClientPayloadError, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import web
 
 from ingest import errors
 from ingest.adapters import ADAPTERS
 from ingest.adapters.base import Delivery, Ignored, Item, body_limit
+from ingest.adapters.html import ADAPTER as HTML
+from ingest.adapters.html import check_origin, stamp_key
 from ingest.config import Source
 from ingest.deadlines import within
-from ingest.domain import Channel, InboundRequest, Outcome
+from ingest.domain import InboundRequest, Outcome
 from ingest.schemas import CONTACT_REQUIRED
-from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, PEPPER, SERVICE
+from ingest.web.form_page import error_page, stays_local, thanks_page
+from ingest.web.inputs import client_address, read_body, resolve_source
+from ingest.web.keys import CONFIG, LIMITER, LOG_INFO, METRICS, PEPPER, SERVICE, SUBMITTED_FORM
 
-_CHANNELS: dict[str, Channel] = {"forms": "form", "chats": "chat"}
 MAX_QUERY_PARAMETERS = 50
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
-# An html source's posted form, kept for the request: its 422 page re-renders it filled in.
-SUBMITTED_FORM = web.RequestKey("submitted_form", InboundRequest)
-
-
-def resolve_source(request: web.Request) -> Source:
-    """The configured source named in the URL, on the channel of the URL."""
-    channel = _CHANNELS[request.match_info["kind"]]
-    source = request.app[CONFIG].sources.get(request.match_info["source"])
-    if source is None or source.channel != channel:
-        raise errors.UnknownSource
-    request[LOG_INFO].update(source=source.name, channel=source.channel, format=source.format)
-    return source
-
-
-async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
-    """Read at most `limit` bytes within `seconds` (slow bodies are cut off)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise errors.PayloadTooLarge
-    if request.content.is_eof():
-        # The whole body came in with the headers (the usual small webhook): no wait, no timer.
-        body = request.content.read_nowait()
-        if len(body) > limit:  # a chunked body carries no Content-Length to check first
-            raise errors.PayloadTooLarge
-        return body
-    chunks = []
-    size = 0
-    try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise errors.PayloadTooLarge
-                chunks.append(chunk)
-    except TimeoutError:
-        raise errors.RequestTimeout from None
-    except (ConnectionResetError, ClientPayloadError, HttpProcessingError, RequestPayloadError):
-        # The client went away mid-body, or sent a broken chunked/length framing.
-        raise errors.MalformedBody from None
-    return b"".join(chunks)
 
 
 def secret_query(query_string: str) -> dict[str, str]:
@@ -108,15 +69,6 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-def client_address(request: web.Request, trusted_hops: int) -> str:
-    """The client's address: the peer, or the entry `trusted_hops` from the right of X-Forwarded-For."""
-    if trusted_hops > 0:
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
-        if len(hops) >= trusted_hops:
-            return hops[-trusted_hops]
-    return request.remote or "unknown"
-
-
 def check_rate(request: web.Request, source: Source, client: str) -> None:
     """The limits checked before the body is read: nothing here reads it or computes an HMAC.
 
@@ -154,8 +106,6 @@ async def receive(request: web.Request) -> web.StreamResponse:
             if source.error_url and not _stays_local(request):
                 separator = "&" if "?" in source.error_url else "?"
                 return _see_other(f"{source.error_url}{separator}{urlencode({'error': exc.code})}")
-            from ingest.web.form_page import error_page  # noqa: PLC0415
-
             return error_page(request, source, exc)
         raise
     for outcome in outcomes:
@@ -173,8 +123,6 @@ async def receive(request: web.Request) -> web.StreamResponse:
     if browser and outcome.status in ("created", "duplicate"):
         if source.success_url and not _stays_local(request):
             return _see_other(source.success_url)
-        from ingest.web.form_page import thanks_page  # noqa: PLC0415
-
         return thanks_page(request.app[CONFIG])
     status = ADAPTERS[source.format].success_status or _STATUS[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
@@ -185,8 +133,6 @@ async def _process(request: web.Request, source: Source, client: str) -> list[Ou
     adapter = ADAPTERS[source.format]
     if adapter.needs_origin:
         # Refuse before reading: a wrong origin never gets to send a body.
-        from ingest.adapters.html import check_origin  # noqa: PLC0415
-
         check_origin(source, _headers_only(request))
     received_at = datetime.now(UTC)
     limit = body_limit(adapter, source, config.limits.max_body_bytes)
@@ -201,9 +147,6 @@ async def _process(request: web.Request, source: Source, client: str) -> list[Ou
             received_at=received_at,
         )
         if adapter.needs_origin:  # html: a 422 page re-renders the form; its stamp is signed
-            from ingest.adapters.html import ADAPTER as HTML  # noqa: PLC0415
-            from ingest.adapters.html import stamp_key  # noqa: PLC0415
-
             request[SUBMITTED_FORM] = inbound
             items = HTML.parse(source, inbound, stamp_key=stamp_key(request.app[PEPPER]))
         else:
@@ -266,8 +209,6 @@ def unusable_contact_reason(exc: errors.ValidationFailed) -> str:
 
 def _stays_local(request: web.Request) -> bool:
     """A local trial (no public_url) posting from the service's own page is answered here."""
-    from ingest.web.form_page import stays_local  # noqa: PLC0415
-
     return stays_local(request.app[CONFIG], _headers_only(request))
 
 

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from ingest.config import Config
+from ingest.domain import InboundRequest
 from ingest.metrics import Metrics
 from ingest.service import IngestService
 from ingest.web.limits import Limiter
@@ -20,3 +21,6 @@ LIMITER = web.AppKey("limiter", Limiter)
 
 # Per-request facts for the request log line (ids, codes, names; never values).
 LOG_INFO = web.RequestKey("log", dict)
+
+# An html source's posted form, kept for the request: its 422 page re-renders it filled in.
+SUBMITTED_FORM = web.RequestKey("submitted_form", InboundRequest)
