@@ -13,7 +13,8 @@ from datetime import datetime
 import asyncpg
 
 from ingest.rights import erase_contacts_locked
-from ingest.store import chats, leases, subjects
+from ingest.store import chats, leases, requests, subjects, used_links
+from ingest.store import retention as retention_sql
 
 PURGE_CHUNK = 100
 
@@ -51,7 +52,7 @@ async def purge(
         report = await _purge_locked(pool, now, actor, pepper, dry_run, progress)
         if not dry_run:
             async with pool.acquire() as conn:
-                report["request_hashes_dropped"] = await subjects.forget_answered_requests(
+                report["request_hashes_dropped"] = await requests.forget_answered_requests(
                     conn, REQUEST_HASH_DAYS
                 )
         completed = not dry_run
@@ -71,14 +72,14 @@ async def _purge_locked(
 ) -> dict[str, int]:
 
     async with pool.acquire() as conn:
-        total = await subjects.count_expired_contacts(conn, now)
+        total = await retention_sql.count_expired_contacts(conn, now)
         if dry_run:
             pending = await chats.count_expired_pending_chats(conn, now)
             return {"contacts": total, "pending_chats": pending, "dry_run": 1}
     report = {"contacts": 0, "submissions": 0, "consent_events_unlinked": 0}
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            batch = await subjects.expired_contacts(conn, now, PURGE_CHUNK)
+            batch = await retention_sql.expired_contacts(conn, now, PURGE_CHUNK)
             if not batch:
                 break
             for key, value in (await erase_contacts_locked(conn, batch)).items():
@@ -87,6 +88,6 @@ async def _purge_locked(
             progress(report["contacts"], total)
     async with pool.acquire() as conn, conn.transaction():
         report["pending_chats"] = await chats.delete_expired_pending_chats(conn)
-        report["used_links"] = await subjects.delete_expired_used_links(conn)
+        report["used_links"] = await used_links.delete_expired_used_links(conn)
         await subjects.audit(conn, pepper, actor, "purge", report)
     return report

@@ -20,7 +20,7 @@ from ingest.config import Config
 from ingest.errors import InvalidLink, ValidationFailed
 from ingest.links import LinkClaim
 from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
-from ingest.store import chats, consent_texts, subjects
+from ingest.store import chats, consent_texts, requests, subjects, used_links
 from ingest.store.connection import with_retries
 from ingest.store.locks import lock_feed
 
@@ -104,7 +104,7 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
         for contact_id in contact_ids:
             keys += [k for k in await subjects.contact_keys(conn, [contact_id]) if k not in keys]
         suppressed = set(await subjects.suppressed(conn, [k for k, _ in keys]))
-        await subjects.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
+        await requests.complete_requests(conn, "access", [k for k, _ in subject.keys(pepper)])
         await subjects.audit(
             conn, pepper, actor, "export", {"contacts": len(contacts), "pending_chats": len(pending)}
         )
@@ -136,7 +136,7 @@ async def erase(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) -
         report = await erase_contacts_locked(conn, contact_ids)
         report["pending_chats"] = pending
         report["phone_values_removed"] = phone_values
-        await subjects.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
+        await requests.complete_requests(conn, "erasure", [k for k, _ in subject.keys(pepper)])
         await subjects.audit(conn, pepper, actor, "erase", report)
     return report
 
@@ -162,7 +162,7 @@ async def opt_out(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str)
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await subjects.find_contacts(conn, subject.email_key, subject.phone)
         report = await _object(conn, pepper, contact_ids, subject.keys(pepper), source=f"admin:{actor}")
-        await subjects.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
+        await requests.complete_requests(conn, "objection", [k for k, _ in subject.keys(pepper)])
         await subjects.audit(conn, pepper, actor, "opt-out", report)
     return report
 
@@ -214,12 +214,12 @@ async def confirm_opt_in(
     if consent is None or claim.issued_at is None:
         raise InvalidLink
     async with pool.acquire() as conn, conn.transaction(readonly=check_only):
-        if await subjects.confirm_link_refused(conn, claim.email_hash, claim.digest, claim.issued_at):
+        if await used_links.confirm_link_refused(conn, claim.email_hash, claim.digest, claim.issued_at):
             raise InvalidLink
         if check_only:
             return {}
         # First, so that of two concurrent uses the second waits on this key, then fails.
-        if not await subjects.use_link(conn, claim.digest, claim.expires_at):
+        if not await used_links.use_link(conn, claim.digest, claim.expires_at):
             raise InvalidLink
         contact_ids = await subjects.contacts_by_email_hash(conn, claim.email_hash)
         # The person proved they hold the address: lift the objection recorded for
@@ -252,6 +252,6 @@ async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper
     """Log a request received outside the API, starting its one-month clock."""
     key = subject.keys(pepper)[0][0]
     async with pool.acquire() as conn, conn.transaction():
-        request_id = await subjects.open_request(conn, kind, key, actor, datetime.now(UTC))
+        request_id = await requests.open_request(conn, kind, key, actor, datetime.now(UTC))
         await subjects.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
     return request_id

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import tomli_w
 from standardwebhooks import Webhook
 
 from ingest.adapters import check_sources
@@ -228,43 +229,34 @@ def config_with_source(name: str, secrets: dict[str, str] | None = None, **sourc
 
 # A config for live-server tests (fuzzing, faults): every generic format, an admin
 # token, and limits high enough that a load generator is not rate limited.
-LIVE_CONFIG_TOML = f"""
-notice_version = "2024-01"
-[purposes.contact]
-lawful_basis = "legitimate_interest"
-retention_days = 730
-[purposes.direct_marketing]
-lawful_basis = "consent"
-retention_days = 730
-[consents.marketing-email-v1]
-purpose = "direct_marketing"
-text = "{MARKETING_TEXT}"
-[sources.website-contact]
-channel = "form"
-format = "html"
-allowed_origins = ["{ORIGIN}"]
-purposes = ["contact"]
-consent_fields = {{ marketing = "marketing-email-v1" }}
-[sources.partner-forms]
-channel = "form"
-format = "json"
-secret_env = "PARTNER_FORMS_SECRET"
-purposes = ["contact"]
-[sources.partner-chat]
-channel = "chat"
-format = "json"
-secret_env = "PARTNER_FORMS_SECRET"
-purposes = ["contact"]
-[admin_tokens.privacy-officer]
-token_sha256_env = "INGEST_TOKEN_PRIVACY_OFFICER"
-scopes = ["export", "erase", "opt-out"]
-[limits]
-rate_per_client_per_minute = 10000000
-rate_per_source_per_second = 10000000
-# Fuzzers send everything unsigned from one address: not a flood to throttle here.
-auth_failures_per_client_per_minute = 10000000
-body_timeout_seconds = 2
-"""
+def live_config_dict() -> dict[str, Any]:
+    """The test config for a served process (`ingest serve`, the browser, fuzzers).
+
+    The base config narrowed to what those tests drive (one purpose on the website
+    form, its built-in pages, one admin token) and with limits that fuzzers do not trip.
+    """
+    raw = base_config_dict()
+    del raw["purposes"]["customer_relationship"]
+    website = raw["sources"]["website-contact"]
+    website["purposes"] = ["contact"]
+    del website["success_url"], website["error_url"]
+    raw["admin_tokens"] = {
+        "privacy-officer": {
+            "token_sha256_env": "INGEST_TOKEN_PRIVACY_OFFICER",
+            "scopes": ["export", "erase", "opt-out"],
+        }
+    }
+    raw["limits"] = {
+        "rate_per_client_per_minute": 10_000_000,
+        "rate_per_source_per_second": 10_000_000,
+        # Fuzzers send everything unsigned from one address: not a flood to throttle here.
+        "auth_failures_per_client_per_minute": 10_000_000,
+        "body_timeout_seconds": 2,
+    }
+    return raw
+
+
+LIVE_CONFIG_TOML = tomli_w.dumps(live_config_dict())
 
 
 def free_port() -> int:

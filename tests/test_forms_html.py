@@ -344,7 +344,7 @@ async def test_without_a_controller_the_pages_say_we(client):
 
 @pytest.mark.parametrize("name", ["", "   ", "A\nB", "x" * 201])
 def test_a_controller_name_must_be_a_printable_name(name):
-    from ingest.config import ConfigError
+    from ingest.errors import ConfigError
     from tests.support import base_config_dict, make_config
 
     raw = base_config_dict() | {"controller": name}

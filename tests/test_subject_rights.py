@@ -11,6 +11,7 @@ import pytest
 from ingest import audit, retention, rights
 from ingest.links import make_token
 from ingest.pseudonyms import email_key
+from ingest.store import requests
 from ingest.web.keys import POOL, SERVICE
 from tests.support import (
     ADMIN_TOKEN,
@@ -373,16 +374,14 @@ async def test_open_requests_are_listed_with_their_deadline_and_closed_when_answ
     subject = rights.subject_from(config, "maija@example.fi")
     await rights.record_request(pool, subject, "access", PEPPER, "cli")
     async with pool.acquire() as conn:
-        from ingest.store import subjects
-
-        [request] = await subjects.open_requests(conn)
+        [request] = await requests.open_requests(conn)
         assert request["kind"] == "access"
         assert request["due_at"] - request["received_at"] >= timedelta(days=28)
         await conn.execute("UPDATE ingest.subject_requests SET due_at = now() - interval '1 day'")
-        assert await subjects.count_overdue(conn) == 1
+        assert await requests.count_overdue(conn) == 1
     await client.get("/v1/subjects", params={"email": "maija@example.fi"}, headers=ADMIN)
     async with pool.acquire() as conn:
-        assert await subjects.open_requests(conn) == []
+        assert await requests.open_requests(conn) == []
 
 
 async def test_a_consent_id_whose_wording_changed_stops_the_start(db_dsn):

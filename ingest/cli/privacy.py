@@ -22,7 +22,7 @@ from ingest.errors import ConfigError
 from ingest.links import make_token
 from ingest.pseudonyms import email_key
 from ingest.store import ledger_verify
-from ingest.store.subjects import open_requests
+from ingest.store.requests import open_requests
 
 
 def print_json(document: object) -> None:

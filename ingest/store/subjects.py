@@ -1,4 +1,7 @@
-"""SQL of the data subject rights, retention and audit (the write path is in store/submissions.py).
+"""SQL of the data subject rights: find, export, erase, object.
+
+The requests' clock is in store/requests.py, single-use links in store/used_links.py,
+the purge's selection in store/retention.py.
 
 The ledger rows themselves (consent events, audit rows) are appended by store/ledger.py,
 which chains them.
@@ -11,8 +14,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-
-import asyncpg
 
 from ingest.store import ledger
 from ingest.store.connection import Conn, rows_affected
@@ -269,146 +270,3 @@ async def add_subject_events(conn: Conn, contact_ids: Sequence[uuid.UUID], event
 async def audit(conn: Conn, pepper: str, actor: str, action: str, details: dict[str, Any]) -> None:
     """Append an audit row (counts and kinds only), chained."""
     await ledger.append_audit(conn, ledger.chain_key(pepper), actor, action, details)
-
-
-async def open_request(conn: Conn, kind: str, subject_hash: bytes, actor: str, received_at: datetime) -> int:
-    """Record a request received (e.g. by letter) with its one-month deadline."""
-    request_id: int = await conn.fetchval(
-        """
-        INSERT INTO ingest.subject_requests (kind, subject_hash, received_at, due_at, actor)
-        VALUES ($1, $2, $3::timestamptz, $3::timestamptz + interval '1 month', $4) RETURNING request_id
-        """,
-        kind,
-        subject_hash,
-        received_at,
-        actor,
-    )
-    return request_id
-
-
-async def complete_requests(conn: Conn, kind: str, subject_hashes: Sequence[bytes]) -> int:
-    """Close the open requests of this kind for this person; return how many.
-
-    A right exercised with no request open leaves no row here: the audit log records it,
-    without anything that identifies the person.
-    """
-    result: str = await conn.execute(
-        """
-        UPDATE ingest.subject_requests SET completed_at = now()
-         WHERE kind = $1 AND subject_hash = ANY($2::bytea[]) AND completed_at IS NULL
-        """,
-        kind,
-        list(subject_hashes),
-    )
-    return rows_affected(result)
-
-
-async def forget_answered_requests(conn: Conn, days: int) -> int:
-    """Drop the keyed hash of requests answered more than `days` ago (the row and its dates stay)."""
-    result: str = await conn.execute(
-        """
-        UPDATE ingest.subject_requests SET subject_hash = NULL
-         WHERE subject_hash IS NOT NULL AND completed_at < now() - make_interval(days => $1)
-        """,
-        days,
-    )
-    return rows_affected(result)
-
-
-async def open_requests(conn: Conn) -> list[asyncpg.Record]:
-    """Open requests, oldest deadline first."""
-    return list(
-        await conn.fetch(
-            """
-        SELECT request_id, kind, received_at, due_at, due_at < now() AS overdue, actor
-          FROM ingest.subject_requests WHERE completed_at IS NULL ORDER BY due_at
-        """
-        )
-    )
-
-
-async def count_overdue(conn: Conn) -> int:
-    """How many requests are past their deadline."""
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM ingest.subject_requests WHERE completed_at IS NULL AND due_at < now()"
-    )
-    return count
-
-
-async def expired_contacts(conn: Conn, now: datetime, limit: int) -> list[uuid.UUID]:
-    """Contacts whose every purpose's retention has run out since their last activity, row-locked.
-
-    The lock re-checks `last_seen_at` on the newest row version, so a contact that a
-    submission committed a moment ago made active again is not erased; one being
-    written to right now is skipped until the next run.
-    """
-    rows = await conn.fetch(
-        """
-        SELECT c.contact_id
-          FROM ingest.contacts c
-         WHERE c.last_seen_at + make_interval(days => coalesce((
-                   SELECT max(p.retention_days)
-                     FROM ingest.submissions s JOIN ingest.submission_purposes p USING (submission_id)
-                    WHERE s.contact_id = c.contact_id), 0)) <= $1
-         ORDER BY c.last_seen_at
-         LIMIT $2
-           FOR UPDATE OF c SKIP LOCKED
-        """,
-        now,
-        limit,
-    )
-    return [row["contact_id"] for row in rows]
-
-
-async def count_expired_contacts(conn: Conn, now: datetime) -> int:
-    """How many contacts a purge would erase now."""
-    count: int = await conn.fetchval(
-        """
-        SELECT count(*) FROM ingest.contacts c
-         WHERE c.last_seen_at + make_interval(days => coalesce((
-                   SELECT max(p.retention_days)
-                     FROM ingest.submissions s JOIN ingest.submission_purposes p USING (submission_id)
-                    WHERE s.contact_id = c.contact_id), 0)) <= $1
-        """,
-        now,
-    )
-    return count
-
-
-async def confirm_link_refused(conn: Conn, email_hash: bytes, digest: bytes, issued_at: datetime) -> bool:
-    """Whether a confirmation link is used up, or older than the latest objection it would lift.
-
-    The objections it would lift: the e-mail hash's and those of the phones of the
-    contacts with that e-mail (what confirm_opt_in removes).
-    """
-    refused: bool = await conn.fetchval(
-        """
-        SELECT EXISTS (SELECT 1 FROM ingest.used_links WHERE digest = $2)
-            OR EXISTS (SELECT 1 FROM ingest.suppressions s
-                        WHERE s.last_objected_at >= $3
-                          AND (s.key_hash = $1 OR s.key_hash IN (SELECT c.phone_hash FROM ingest.contacts c
-                                                                  WHERE c.email_hash = $1)))
-        """,
-        email_hash,
-        digest,
-        issued_at,
-    )
-    return refused
-
-
-async def use_link(conn: Conn, digest: bytes, expires_at: datetime) -> bool:
-    """Record a single-use link as used; False if it already was (a concurrent use waits, then sees it)."""
-    result: str = await conn.execute(
-        """
-        INSERT INTO ingest.used_links (digest, expires_at) VALUES ($1, $2)
-        ON CONFLICT (digest) DO NOTHING
-        """,
-        digest,
-        expires_at,
-    )
-    return rows_affected(result) == 1
-
-
-async def delete_expired_used_links(conn: Conn) -> int:
-    """Forget used links past their expiry (an expired link is refused anyway)."""
-    return rows_affected(await conn.execute("DELETE FROM ingest.used_links WHERE expires_at <= now()"))

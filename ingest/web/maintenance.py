@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from ingest import retention
-from ingest.store import chats, ledger_verify, subjects
+from ingest.store import chats, ledger_verify, requests
 from ingest.store.leases import last_done
 from ingest.web.keys import CONFIG, METRICS, PEPPER, POOL
 
@@ -39,7 +39,7 @@ async def _maintenance_loop(app: web.Application) -> None:
                 # Whichever replica purged: an alert fires when no purge completed for two intervals.
                 if (done := await last_done(conn, retention.PURGE_LEASE)) is not None:
                     metrics.purge_last_completed.set(done.timestamp())
-                metrics.overdue_requests.set(await subjects.count_overdue(conn))
+                metrics.overdue_requests.set(await requests.count_overdue(conn))
                 for head in await ledger_verify.heads(conn):  # how long since a ledger row was written
                     metrics.ledger_head_updated.labels(head.chain).set(head.updated_at.timestamp())
                 metrics.pending_chats.set(await chats.count_pending_chats(conn))

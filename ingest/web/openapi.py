@@ -1,4 +1,8 @@
-"""The OpenAPI document of one configuration: its sources, what each accepts, how each signs."""
+"""The OpenAPI document of one configuration: its sources, what each accepts, how each signs.
+
+The parts no source changes are in openapi_components.py; its Markdown form in
+openapi_markdown.py (`render_markdown` is re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -6,226 +10,30 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import EXCLUDE, Schema, fields, validate
 
 from ingest.adapters import ADAPTERS
 from ingest.config import CANONICAL_FIELDS, Config, Source
-from ingest.errors import IngestError, Surface
+from ingest.web.openapi_components import (
+    ADMIN_ERROR_CODES,
+    CONTRACT,
+    EXTRA_SCHEMAS,
+    SIGNATURES,
+    URL_KEYS,
+    Accepted,
+    Done,
+    Error,
+    Ignored,
+    Processed,
+    ValidationError,
+    canonical_schema,
+    error_responses,
+    json_content,
+    ref,
+    security_key,
+)
+from ingest.web.openapi_markdown import render_markdown
 
-
-def _codes(surface: Surface) -> dict[int, str]:
-    """The code of each status on one surface, from the error classes (one per status)."""
-    codes: dict[int, str] = {}
-    pending: list[type[IngestError]] = [IngestError]
-    while pending:
-        cls = pending.pop(0)
-        pending.extend(cls.__subclasses__())
-        if cls is IngestError or cls.surface != surface:
-            continue
-        if codes.setdefault(cls.status, cls.code) != cls.code:
-            message = f"{surface} errors {codes[cls.status]} and {cls.code} share status {cls.status}"
-            raise RuntimeError(message)
-    return dict(sorted(codes.items()))
-
-
-ERROR_CODES = _codes("intake")
-ADMIN_ERROR_CODES = ERROR_CODES | _codes("admin")
-# "E-mail or phone": a body that names neither is refused (422).
-EMAIL_OR_PHONE = [{"required": ["email"]}, {"required": ["phone"]}]
 _KINDS = {"form": "forms", "chat": "chats"}
-_RETRY_AFTER = {
-    "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}
-}
-
-_HEADER = "header"
-
-
-def _key(name: str, where: str, description: str) -> dict[str, Any]:
-    return {"type": "apiKey", "in": where, "name": name, "description": description}
-
-
-# How each format authenticates, as OpenAPI security schemes (all of a list together).
-# Standard Webhooks: https://www.standardwebhooks.com/ ; the providers: docs/adapters.md.
-_STANDARD_WEBHOOKS = {
-    "standardWebhooksId": _key("webhook-id", _HEADER, "Standard Webhooks: the delivery id (signed)"),
-    "standardWebhooksTimestamp": _key(
-        "webhook-timestamp", _HEADER, "Standard Webhooks: Unix seconds, within 5 minutes of our clock"
-    ),
-    "standardWebhooksSignature": _key(
-        "webhook-signature",
-        _HEADER,
-        "Standard Webhooks: `v1,<base64 HMAC-SHA256 of id.timestamp.body>` under the whsec_ secret",
-    ),
-}
-SIGNATURES: dict[str, dict[str, dict[str, Any]]] = {
-    "json": _STANDARD_WEBHOOKS,
-    "hubspot": _STANDARD_WEBHOOKS,
-    "tawkto": {"tawkSignature": _key("X-Tawk-Signature", _HEADER, "hex HMAC-SHA1 of the body")},
-    "intercom": {
-        "intercomSignature": _key("X-Hub-Signature", _HEADER, "`sha1=` + hex HMAC-SHA1 of the body")
-    },
-    "zendesk": {"zendeskApiKey": _key("X-API-Key", _HEADER, "the webhook's secret")},
-    "typeform": {
-        "typeformSignature": _key("Typeform-Signature", _HEADER, "`sha256=` + base64 HMAC-SHA256 of the body")
-    },
-    "webflow": {
-        "webflowTimestamp": _key("x-webflow-timestamp", _HEADER, "Unix milliseconds, within 5 minutes"),
-        "webflowSignature": _key("x-webflow-signature", _HEADER, "hex HMAC-SHA256 of `timestamp:body`"),
-    },
-    "netlify": {
-        "netlifySignature": _key(
-            "X-Webhook-Signature", _HEADER, "HS256 JWS, claims `iss: netlify` and `sha256` of the body"
-        )
-    },
-    "tally": {"tallySignature": _key("Tally-Signature", _HEADER, "base64 HMAC-SHA256 of the body")},
-    "crisp": {
-        "crispSignature": _key(
-            "X-Crisp-Signature", _HEADER, "plugin hooks: hex HMAC-SHA256 of `[timestamp;body]`"
-        ),
-        "crispTimestamp": _key("X-Crisp-Request-Timestamp", _HEADER, "plugin hooks: within 24 hours"),
-    },
-    "jotform": {},  # a key in the URL (_URL_KEYS)
-    # LiveChat signs nothing: its secret_key travels in the body (see LivechatPayload).
-    "livechat": {},
-    "html": {},  # a browser: the Origin check instead
-}
-# Formats whose secret is a query parameter of the URL pasted into the provider.
-_URL_KEYS = {"jotform": "the `key` of the webhook URL", "crisp": "website hooks: the URL's secret parameter"}
-
-
-class _Response(Schema):
-    """A response body: documented keys; others may be added (clients ignore them)."""
-
-    class Meta:
-        """No additionalProperties: false in the document."""
-
-        unknown = EXCLUDE
-
-
-class Accepted(_Response):
-    """A committed submission (or the first one, for a repeated delivery)."""
-
-    status = fields.String(required=True, validate=validate.OneOf(["created", "duplicate", "updated"]))
-    submission_id = fields.UUID(required=True)
-
-
-class Ignored(_Response):
-    """Understood, nothing stored (a chat without contact details, an event we do not store)."""
-
-    status = fields.String(required=True, validate=validate.OneOf(["ignored"]))
-    reason = fields.String(required=True)
-
-
-class Processed(_Response):
-    """A delivery of several events (Zendesk): one result per event, in order."""
-
-    status = fields.String(required=True, validate=validate.OneOf(["processed"]))
-    results = fields.List(fields.Dict(), required=True)
-
-
-class Error(_Response):
-    """Every error: a machine-readable code, never a submitted value."""
-
-    error = fields.String(required=True)
-
-
-class ValidationError(_Response):
-    """422: which fields failed and why."""
-
-    error = fields.String(required=True, validate=validate.OneOf(["validation_failed"]))
-    fields_ = fields.Dict(
-        data_key="fields", keys=fields.String(), values=fields.List(fields.String()), required=True
-    )
-
-
-class Done(_Response):
-    """An admin action's report: what it found or changed."""
-
-    status = fields.String(required=True)
-
-
-# The canonical fields take a string or a number (providers send phones as numbers);
-# null or "" counts as absent.
-_SCALAR = {"type": ["string", "number", "null"]}
-_CONSENT_VALUE = "true or false (a checkbox's on/off, yes/no or 1/0 is read too); any other value is a 422"
-
-
-def _canonical(config: Config, channel: str) -> dict[str, Any]:
-    """Canonical JSON (format `json`); every other key, at any depth, is dropped."""
-    form = channel == "form"
-    field = _SCALAR if form else {"description": "a value that is not usable text is dropped"}
-    properties: dict[str, Any] = {name: dict(field) for name in CANONICAL_FIELDS}
-    if form:
-        properties["email"] |= {"format": "email", "example": "maija@example.fi"}
-    properties["consents"] = {
-        "type": ["object", "null"],
-        "description": f"consent id (of this configuration, else 422) -> {_CONSENT_VALUE}",
-        "additionalProperties": {"description": _CONSENT_VALUE},
-    }
-    if form:  # a chat without contact details is ignored before its consents are read
-        properties["consents"]["propertyNames"] = {"enum": sorted(config.consents)}
-    schema: dict[str, Any] = {
-        "description": "Canonical JSON: "
-        + ("an e-mail or a phone is required." if form else "without an e-mail or phone, 202 ignored."),
-        "type": "object",
-        "properties": properties,
-    }
-    if form:
-        schema["anyOf"] = EMAIL_OR_PHONE
-    return schema
-
-
-_EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {
-    "OptOut": {
-        "description": "A direct-marketing objection: an e-mail, a phone, or both.",
-        "type": "object",
-        "properties": {
-            "email": {"type": ["string", "null"], "format": "email", "description": "null or '' is absent"},
-            "phone": {"type": ["string", "null"], "description": "null or '' is absent"},
-        },
-        "anyOf": EMAIL_OR_PHONE,
-    },
-    "ProviderPayload": {
-        "description": "The provider's own JSON (docs/adapters.md): only the fields it maps are read; "
-        "a body that is not its payload is 400, or answered 2xx `ignored` where the provider "
-        "would retry a 4xx for ever.",
-    },
-    "LivechatPayload": {
-        "description": "A LiveChat webhook: it carries the secret_key registered with the webhook.",
-        "type": "object",
-        "required": ["secret_key"],
-        "properties": {"secret_key": {"type": "string"}},
-    },
-    "JotformPost": {
-        "description": "A Jotform webhook post: the answers are the JSON text of rawRequest.",
-        "type": "object",
-        "required": ["submissionID", "rawRequest"],
-        "properties": {"submissionID": {"type": "string"}, "rawRequest": {"type": "string"}},
-    },
-}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(schema) if isinstance(schema, str) else schema}}
-
-
-def _errors(*statuses: int, codes: dict[int, str] = ERROR_CODES, html: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for status in statuses:
-        schema = "ValidationError" if status == 422 else "Error"  # noqa: PLR2004
-        description = "fields invalid" if status == 422 else f"`{codes[status]}`"  # noqa: PLR2004
-        content = _json(schema)
-        if html and status != 503:  # noqa: PLR2004 - a browser gets the error page, except for a 503
-            content["text/html"] = {"schema": {"type": "string"}}
-        response: dict[str, Any] = {"description": description, "content": content}
-        if status in (429, 503):
-            response["headers"] = _RETRY_AFTER
-        out[str(status)] = response
-    return out
 
 
 def _form_fields(source: Source) -> dict[str, Any]:
@@ -258,9 +66,9 @@ def _security(source: Source) -> tuple[dict[str, dict[str, Any]], list[dict[str,
     schemes = dict(SIGNATURES[source.format])
     if source.format == "crisp" and source.options.get("hook", "website") != "plugin":
         schemes = {}
-    if source.format in _URL_KEYS and not schemes:
+    if source.format in URL_KEYS and not schemes:
         parameter = source.options.get("key_parameter", "key")
-        schemes = {f"{source.name}.key": _key(parameter, "query", _URL_KEYS[source.format])}
+        schemes = {f"{source.name}.key": security_key(parameter, "query", URL_KEYS[source.format])}
     return schemes, ([{name: [] for name in schemes}] if schemes else [])
 
 
@@ -270,7 +78,7 @@ def _success(source: Source) -> dict[str, Any]:
     if source.format == "html":
         page = {"text/html": {"schema": {"type": "string"}}}
         return {
-            "201": {"description": "created", "content": _json("Accepted") | page},
+            "201": {"description": "created", "content": json_content("Accepted") | page},
             "303": {
                 "description": "a browser (Accept: text/html) is sent to success_url or error_url",
                 "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
@@ -283,19 +91,21 @@ def _success(source: Source) -> dict[str, Any]:
         return {
             str(adapter.success_status): {
                 "description": "created, duplicate or ignored",
-                "content": _json({"anyOf": [_ref(n) for n in one]}),
+                "content": json_content({"anyOf": [ref(n) for n in one]}),
             }
         }
     out = {
-        "201": {"description": "created", "content": _json("Accepted")},
+        "201": {"description": "created", "content": json_content("Accepted")},
         "200": {
             "description": "duplicate delivery (the first submission's id)"
             + ("; several events: one result each" if len(accepted) > 1 else ""),
-            "content": _json(accepted[0] if len(accepted) == 1 else {"anyOf": [_ref(n) for n in accepted]}),
+            "content": json_content(
+                accepted[0] if len(accepted) == 1 else {"anyOf": [ref(n) for n in accepted]}
+            ),
         },
     }
     if ignored:
-        out["202"] = {"description": "understood, nothing stored", "content": _json("Ignored")}
+        out["202"] = {"description": "understood, nothing stored", "content": json_content("Ignored")}
     return out
 
 
@@ -321,11 +131,11 @@ def _intake(spec: APISpec, source: Source) -> None:
         "operationId": f"receive-{source.name}",
         "requestBody": {
             "required": True,
-            "content": {kind: {"schema": _ref(body)} for kind in sorted(adapter.content_types)},
+            "content": {kind: {"schema": ref(body)} for kind in sorted(adapter.content_types)},
         },
         "responses": {
             **_success(source),
-            **_errors(*((400, 403) if html else (400, 401)), 408, 413, 415, 422, 429, 503, html=html),
+            **error_responses(*((400, 403) if html else (400, 401)), 408, 413, 415, 422, 429, 503, html=html),
         },
     }
     if html:
@@ -337,7 +147,7 @@ def _intake(spec: APISpec, source: Source) -> None:
         if html
         else "CORS preflight (a server-to-server source: always refused)",
         "operationId": f"preflight-{source.name}",
-        "responses": _errors(403),
+        "responses": error_responses(403),
     }
     if html:
         preflight["parameters"] = [origin]
@@ -367,7 +177,7 @@ def _intake(spec: APISpec, source: Source) -> None:
                 "get": {
                     "summary": "A fresh signed fill-time stamp, for an embedded copy of the form",
                     "operationId": f"stamp-{source.name}",
-                    "responses": {"200": {"description": "the stamp", "content": _json(stamp)}},
+                    "responses": {"200": {"description": "the stamp", "content": json_content(stamp)}},
                 }
             },
         )
@@ -402,8 +212,8 @@ def _admin(spec: APISpec) -> None:
     unauthorized = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
 
     def responses(done: str, *statuses: int) -> dict[str, Any]:
-        out = {"200": {"description": done, "content": _json("Done")}}
-        out |= _errors(401, 403, *statuses, 422, 429, 503, codes=ADMIN_ERROR_CODES)
+        out = {"200": {"description": done, "content": json_content("Done")}}
+        out |= error_responses(401, 403, *statuses, 422, 429, 503, codes=ADMIN_ERROR_CODES)
         out["401"]["headers"] = unauthorized
         return out
 
@@ -416,7 +226,10 @@ def _admin(spec: APISpec) -> None:
                 "parameters": identifier,
                 "responses": {
                     **responses("the export document"),
-                    "200": {"description": "the export document", "content": _json({"type": "object"})},
+                    "200": {
+                        "description": "the export document",
+                        "content": json_content({"type": "object"}),
+                    },
                 },
             },
             "delete": {
@@ -433,7 +246,7 @@ def _admin(spec: APISpec) -> None:
             "post": {
                 **admin,
                 "summary": "Record a direct-marketing objection (scope opt-out)",
-                "requestBody": {"required": True, "content": _json("OptOut")},
+                "requestBody": {"required": True, "content": json_content("OptOut")},
                 "responses": responses("`opted_out`: what was recorded", 400, 408, 413),
             }
         },
@@ -453,7 +266,7 @@ def _links(spec: APISpec) -> None:
                     "responses": {
                         "200": {"description": "the page with its button", "content": _page()},
                         "400": invalid,
-                        **_errors(503),
+                        **error_responses(503),
                     },
                 },
                 "post": {
@@ -462,7 +275,7 @@ def _links(spec: APISpec) -> None:
                     "responses": {
                         "200": {"description": "done", "content": _page()},
                         "400": invalid,
-                        **_errors(503),
+                        **error_responses(503),
                     },
                 },
             },
@@ -476,9 +289,9 @@ def build_spec(config: Config) -> dict[str, Any]:
     )
     for schema in (Accepted, Ignored, Processed, Error, ValidationError, Done):
         spec.components.schema(schema.__name__, schema=schema)
-    spec.components.schema("CanonicalFormSubmission", component=_canonical(config, "form"))
-    spec.components.schema("CanonicalChatSubmission", component=_canonical(config, "chat"))
-    for name, component in _EXTRA_SCHEMAS.items():
+    spec.components.schema("CanonicalFormSubmission", component=canonical_schema(config, "form"))
+    spec.components.schema("CanonicalChatSubmission", component=canonical_schema(config, "chat"))
+    for name, component in EXTRA_SCHEMAS.items():
         spec.components.schema(name, component=component)
     # Per source, not /v1/{kind}/{source}: what a source accepts and how it signs are its own.
     for _, source in sorted(config.sources.items()):
@@ -491,7 +304,9 @@ def build_spec(config: Config) -> dict[str, Any]:
         operations={
             "get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1", "content": _json({"type": "object"})}},
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1", "content": json_content({"type": "object"})}
+                },
             }
         },
     )
@@ -502,8 +317,8 @@ def build_spec(config: Config) -> dict[str, Any]:
                 "get": {
                     "summary": summary,
                     "responses": {
-                        "200": {"description": "ok", "content": _json(status)},
-                        **_errors(503),
+                        "200": {"description": "ok", "content": json_content(status)},
+                        **error_responses(503),
                     },
                 }
             },
@@ -524,105 +339,4 @@ def build_spec(config: Config) -> dict[str, Any]:
     return document
 
 
-CONTRACT = (
-    'Every error is a JSON object `{"error": code}`. A method a path does not have is answered '
-    '405 `{"error": "method_not_allowed"}` with an `Allow` header naming the methods it has '
-    "(RFC 9110). A source's POST accepts only the content types listed for it: any other is 415."
-)
-
-
-def render_markdown(document: dict[str, Any]) -> str:
-    """The OpenAPI document as Markdown, for docs/api.md (generated, never edited by hand)."""
-    lines = [
-        f"# {document['info']['title']} HTTP API",
-        "",
-        "Generated from the service's own OpenAPI document (`GET /openapi.json`) for the",
-        "example configuration: `ingest --config deploy/ingest.example.toml openapi --markdown`.",
-        "A test fails when this file and the code disagree.",
-        "",
-        document["info"]["description"],
-        "",
-    ]
-    schemes = document["components"].get("securitySchemes", {})
-    for path, operations in document["paths"].items():
-        for method, operation in operations.items():
-            lines += _operation_markdown(method, path, operation, schemes)
-    lines += ["## Schemas", ""]
-    for name, schema in document["components"]["schemas"].items():
-        lines += _schema_markdown(name, schema)
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _operation_markdown(
-    method: str, path: str, operation: dict[str, Any], schemes: dict[str, Any]
-) -> list[str]:
-    lines = [f"## {method.upper()} `{path}`", "", operation["summary"] + ".", ""]
-    for requirement in operation.get("security", []):
-        lines += ["Authentication (all of):", ""]
-        lines += [f"- {_scheme_markdown(schemes[name])}" for name in requirement]
-        lines.append("")
-    if params := operation.get("parameters", []):
-        lines += ["| parameter | in | required | values |", "|---|---|---|---|"]
-        for param in params:
-            values = ", ".join(f"`{v}`" for v in param["schema"].get("enum", [])) or "string"
-            if param.get("description"):
-                values += f": {param['description']}"
-            required = "yes" if param.get("required") else "no"
-            lines.append(f"| `{param['name']}` | {param['in']} | {required} | {values} |")
-        lines.append("")
-    if body := operation.get("requestBody"):
-        lines += ["Request body (any other content type: 415):", ""]
-        lines += [f"- `{kind}`: {_schema_name(media)}" for kind, media in body["content"].items()]
-        lines.append("")
-    lines += ["| status | meaning | body | headers |", "|---|---|---|---|"]
-    for status, response in operation["responses"].items():
-        content = response.get("content", {})
-        bodies = ", ".join(f"{_schema_name(m)} (`{k}`)" for k, m in content.items()) or "-"
-        headers = ", ".join(f"`{h}`" for h in response.get("headers", {})) or "-"
-        lines.append(f"| {status} | {response['description']} | {bodies} | {headers} |")
-    lines.append("")
-    return lines
-
-
-def _scheme_markdown(scheme: dict[str, Any]) -> str:
-    if scheme["type"] == "http":
-        return f"`Authorization: Bearer <token>`: {scheme.get('description', '')}"
-    return f"{scheme['in']} `{scheme['name']}`: {scheme.get('description', '')}"
-
-
-def _schema_markdown(name: str, schema: dict[str, Any]) -> list[str]:
-    lines = [f"### {name}", ""]
-    if schema.get("description"):
-        lines += [schema["description"], ""]
-    for part in schema.get("allOf", []):
-        lines += [f"All of {_schema_name({'schema': part})}.", ""]
-    if alternatives := schema.get("anyOf"):
-        needs = " or ".join("+".join(f"`{f}`" for f in alt.get("required", [])) for alt in alternatives)
-        lines += [f"Required: {needs}.", ""]
-    if not schema.get("properties"):
-        return lines
-    required = set(schema.get("required", []))
-    lines += ["| field | type | required | notes |", "|---|---|---|---|"]
-    for field, spec in schema.get("properties", {}).items():
-        kind = spec.get("type", "any")
-        if isinstance(kind, list):
-            kind = " or ".join(kind)
-        if "enum" in spec:
-            kind += ": " + ", ".join(f"`{v}`" for v in spec["enum"])
-        if "format" in spec:
-            kind += f" ({spec['format']})"
-        notes = spec.get("description", "-")
-        lines.append(f"| `{field}` | {kind} | {'yes' if field in required else 'no'} | {notes} |")
-    lines.append("")
-    return lines
-
-
-def _schema_name(media: dict[str, Any]) -> str:
-    schema = media.get("schema", {})
-    if alternatives := schema.get("anyOf"):
-        return " or ".join(_schema_name({"schema": alt}) for alt in alternatives)
-    ref = schema.get("$ref", "")
-    if not ref:
-        return "text" if schema.get("type", "string") == "string" else str(schema.get("type", "text"))
-    name = ref.rsplit("/", 1)[-1]
-    return f"[{name}](#{name.lower().replace('.', '')})"
+__all__ = ["SIGNATURES", "build_spec", "render_markdown"]
