@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from ingest.config import Config, Source
 from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.pseudonyms import delivery_digest, phone_key
-from ingest.store import chats
+from ingest.store import chats, ledger
 from ingest.store.connection import Conn
 from ingest.store.submissions import write_submissions
 
@@ -47,6 +47,7 @@ class ChatSessions:
     def __init__(self, config: Config, pepper: str, envelope: EnvelopeBuilder) -> None:
         self.config = config
         self.pepper = pepper
+        self.chain_key = ledger.chain_key(pepper)
         self.envelope = envelope
 
     async def accept_piece(
@@ -95,7 +96,7 @@ class ChatSessions:
         # The piece's delivery id is claimed above: the submission itself carries none.
         piece_raw = replace(raw, consents=consents, delivery_id=None)
         envelope = self.envelope(source, piece_raw, merged, received_at)
-        [outcome] = await write_submissions(conn, [envelope], self.pepper)
+        [outcome] = await write_submissions(conn, [envelope], self.chain_key)
         if digest is not None and outcome.submission_id is not None:
             await chats.link_piece(conn, source.name, digest, outcome.submission_id)
         # Keep only the link: the personal pieces now live in the submission.

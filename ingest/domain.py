@@ -117,6 +117,11 @@ class Envelope:
     authenticated: bool = True
     # Legitimate-interest notices shown with the submission (ingest/store/notices.py).
     notices: tuple[Notice, ...] = ()
+    # The keyed values the store needs, computed once where the envelope is built (the
+    # service holds the pepper; the store never sees it): ingest/pseudonyms.py.
+    email_hash: bytes | None = None  # of the canonical e-mail key
+    phone_hash: bytes | None = None
+    delivery_digest: str | None = None  # of (source, delivery_id)
 
 
 @dataclass(frozen=True, slots=True)

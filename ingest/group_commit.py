@@ -23,6 +23,7 @@ import structlog
 from ingest.deadlines import DEADLINE_MARGIN_SECONDS
 from ingest.domain import Envelope, Outcome
 from ingest.errors import Unavailable
+from ingest.store import ledger
 from ingest.store.connection import (
     MIN_ATTEMPT_SECONDS,
     RETRY_DELAYS,
@@ -60,7 +61,7 @@ class GroupCommitWriter:
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
         self.pool = pool
-        self.pepper = pepper
+        self.chain_key = ledger.chain_key(pepper)  # seals the consent events
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
@@ -203,7 +204,7 @@ class GroupCommitWriter:
         self, envelopes: list[Envelope]
     ) -> Callable[[asyncpg.pool.PoolConnectionProxy[Any]], Awaitable[list[Outcome]]]:
         async def write(conn: asyncpg.pool.PoolConnectionProxy[Any]) -> list[Outcome]:
-            return await write_submissions(conn, envelopes, self.pepper)
+            return await write_submissions(conn, envelopes, self.chain_key)
 
         return write
 

@@ -15,8 +15,9 @@ from ingest.deadlines import DEADLINE_MARGIN_SECONDS, loop_time
 from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.errors import ValidationFailed
 from ingest.leniency import validate
+from ingest.pseudonyms import delivery_digest, email_key, phone_key
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema
-from ingest.store import locks, migrations
+from ingest.store import ledger, locks, migrations
 from ingest.store.connection import Bounded, WriteHealth, bounded_transaction, with_retries
 from ingest.store.submissions import write_submissions
 
@@ -44,6 +45,7 @@ class IngestService:
         self.config = config
         self.pool = pool
         self.pepper = pepper
+        self.chain_key = ledger.chain_key(pepper)  # the consent chain's HMAC key
         self.writer = writer
         self.schema = SubmissionSchema(config.default_region)  # built once, reused
         self.health = writer.health if writer is not None else WriteHealth()
@@ -97,6 +99,11 @@ class IngestService:
             new_texts=tuple(d.consent for d in decisions if d.consent.consent_id not in self.config.consents),
             authenticated=source.authenticated,
             notices=raw.notices,
+            email_hash=email_key(self.pepper, submission.email) if submission.email else None,
+            phone_hash=phone_key(self.pepper, submission.phone) if submission.phone else None,
+            delivery_digest=(
+                delivery_digest(self.pepper, source.name, raw.delivery_id) if raw.delivery_id else None
+            ),
         )
 
     def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:
@@ -146,7 +153,7 @@ class IngestService:
         self, envelope: Envelope
     ) -> Callable[[asyncpg.pool.PoolConnectionProxy[Any]], Awaitable[Outcome]]:
         async def write(conn: asyncpg.pool.PoolConnectionProxy[Any]) -> Outcome:
-            [outcome] = await write_submissions(conn, [envelope], self.pepper)
+            [outcome] = await write_submissions(conn, [envelope], self.chain_key)
             return outcome
 
         return write

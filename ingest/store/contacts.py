@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ingest.domain import Envelope
-from ingest.pseudonyms import canonical_email, email_key, phone_key
+from ingest.pseudonyms import canonical_email
 from ingest.store.connection import Conn
 
 
@@ -48,7 +48,7 @@ class _People:
     first: dict[str, Envelope] = field(default_factory=dict)
     seen: dict[str, datetime] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # the newest name an authenticated source gave
-    phones: dict[str, str] = field(default_factory=dict)
+    phones: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)  # and its keyed hash
 
 
 def _people(envelopes: list[Envelope]) -> _People:
@@ -61,27 +61,31 @@ def _people(envelopes: list[Envelope]) -> _People:
             if env.submission.name:
                 people.names[key] = env.submission.name
             if env.submission.phone and key.startswith("e:"):
-                people.phones[key] = env.submission.phone
+                people.phones[key] = (env.submission.phone, env.phone_hash)
     return people
 
 
 async def upsert_contacts(
-    conn: Conn, envelopes: list[Envelope], pepper: str
+    conn: Conn, envelopes: list[Envelope]
 ) -> tuple[dict[str, uuid.UUID], list[ContactUpdate]]:
-    """One row per person in the batch, found or created; and the updates authenticated sources make."""
+    """One row per person in the batch, found or created; and the updates authenticated sources make.
+
+    The keyed hashes come with the envelopes (computed where they are built).
+    """
     people = _people(envelopes)
-    ids, created = await _find_or_create(conn, people, pepper)
+    ids, created = await _find_or_create(conn, people)
     updates = []
     for key in people.names.keys() | people.phones.keys():
-        name, phone = people.names.get(key), people.phones.get(key)
+        name = people.names.get(key)
+        phone, phone_hash = people.phones.get(key, (None, None))
         made = people.first[key].submission
         if key in created and name in (None, made.name) and phone in (None, made.phone):
             continue  # the contact was just created with these very values
-        updates.append(ContactUpdate(ids[key], name, phone, phone_key(pepper, phone) if phone else None))
+        updates.append(ContactUpdate(ids[key], name, phone, phone_hash))
     return ids, updates
 
 
-async def _find_or_create(conn: Conn, people: _People, pepper: str) -> tuple[dict[str, uuid.UUID], set[str]]:
+async def _find_or_create(conn: Conn, people: _People) -> tuple[dict[str, uuid.UUID], set[str]]:
     """Contact id per person key, and the keys whose contact this batch created."""
     first, seen = people.first, people.seen
     by_email = [k for k in first if k.startswith("e:")]
@@ -94,8 +98,8 @@ async def _find_or_create(conn: Conn, people: _People, pepper: str) -> tuple[dic
             [first[k].submission.email or "" for k in by_email],
             [k[2:] for k in by_email],
             [first[k].submission.phone for k in by_email],
-            [email_key(pepper, k[2:]) for k in by_email],
-            [phone_key(pepper, p) if (p := first[k].submission.phone) else None for k in by_email],
+            [_required(first[k].email_hash) for k in by_email],
+            [first[k].phone_hash for k in by_email],
             [seen[k] for k in by_email],
         )
         found += [(f"e:{key}", contact_id, is_new) for key, contact_id, is_new in rows]
@@ -104,11 +108,17 @@ async def _find_or_create(conn: Conn, people: _People, pepper: str) -> tuple[dic
             conn,
             [first[k].submission.name for k in by_phone],
             [k[2:] for k in by_phone],
-            [phone_key(pepper, k[2:]) for k in by_phone],
+            [_required(first[k].phone_hash) for k in by_phone],
             [seen[k] for k in by_phone],
         )
         found += [(f"p:{phone}", contact_id, is_new) for phone, contact_id, is_new in rows]
     return {key: contact_id for key, contact_id, _ in found}, {key for key, _, is_new in found if is_new}
+
+
+def _required(key: bytes | None) -> bytes:
+    if key is None:  # an envelope not built by the service: refuse rather than store no key
+        raise ValueError("an envelope without its keyed hash")
+    return key
 
 
 async def upsert_contacts_by_email(

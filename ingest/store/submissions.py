@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ingest.domain import ConsentDecision, Envelope, Outcome
-from ingest.pseudonyms import delivery_digest
 from ingest.store import ledger
 from ingest.store.connection import Conn
 from ingest.store.consent_texts import ensure_consent_texts
@@ -32,15 +31,16 @@ class _Plan:
     firsts: list[int] = field(default_factory=list)
 
 
-async def write_submissions(conn: Conn, envelopes: Sequence[Envelope], pepper: str) -> list[Outcome]:
+async def write_submissions(conn: Conn, envelopes: Sequence[Envelope], chain_key: bytes) -> list[Outcome]:
     """Every statement of one or many submissions, in the caller's transaction; outcomes in order.
 
     Repeated delivery ids (in the batch or seen before) resolve to the first submission.
+    The envelopes carry their keyed hashes; `chain_key` seals the consent events (ledger.py).
     """
     plan = _plan(envelopes)
     outcomes: list[Outcome | None] = [None] * len(envelopes)
-    keyed = [i for i in plan.firsts if envelopes[i].delivery_id is not None]
-    digests = {i: delivery_digest(pepper, envelopes[i].source, envelopes[i].delivery_id or "") for i in keyed}
+    digests = {i: d for i in plan.firsts if (d := envelopes[i].delivery_digest) is not None}
+    keyed = list(digests)
     seen = await claim_deliveries(
         conn,
         [envelopes[i].source for i in keyed],
@@ -56,8 +56,9 @@ async def write_submissions(conn: Conn, envelopes: Sequence[Envelope], pepper: s
         else:
             new.append(i)
     if new:
-        contacts, updates = await upsert_contacts(conn, [envelopes[i] for i in new], pepper)
-        await _insert_rows(conn, envelopes, new, plan.ids, contacts, updates, pepper)  # takes the feed lock
+        contacts, updates = await upsert_contacts(conn, [envelopes[i] for i in new])
+        # Takes the feed lock.
+        await _insert_rows(conn, envelopes, new, plan.ids, contacts, updates, chain_key)
         shown = [(i, n) for i in new for n in envelopes[i].notices]
         await insert_notices(
             conn, [(plan.ids[i], n) for i, n in shown], [envelopes[i].received_at for i, _ in shown]
@@ -92,7 +93,7 @@ async def _insert_rows(
     ids: list[uuid.UUID],
     contacts: dict[str, uuid.UUID],
     updates: list[ContactUpdate],
-    pepper: str,
+    chain_key: bytes,
 ) -> None:
     rows = [(ids[i], contacts[contact_key(envelopes[i])], envelopes[i]) for i in new]
     texts = {t.consent_id: t for _, _, env in rows for t in env.new_texts}
@@ -100,7 +101,7 @@ async def _insert_rows(
         await ensure_consent_texts(conn, list(texts.values()))
     purposes = [(sid, p) for sid, _, env in rows for p in env.purposes]
     events = [(sid, cid, env, d) for sid, cid, env in rows for d in env.consents]
-    chain = await _chain_events(conn, ledger.chain_key(pepper), events)
+    chain = await _chain_events(conn, chain_key, events)
     await insert_rows(
         conn,
         BatchRows(
