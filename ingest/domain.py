@@ -60,6 +60,9 @@ class RawSubmission:
     session_key: str | None = None
     # Words shown for a purpose processed on legitimate interest (HubSpot), kept verbatim.
     notices: tuple[Notice, ...] = ()
+    # The person's language (fi, sv or en) when the request says it (a browser's
+    # Accept-Language on an html source): the mails to them are in it.
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,17 @@ class PurposeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class MailIntent:
+    """A mail a submission causes, queued in its transaction (ingest/store/outbox.py)."""
+
+    kind: Literal["confirm", "receipt"]
+    consent: ConsentText
+    message_id: str
+    # confirm: when the grant waiting for confirmation lapses
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """A submission ready to commit: data plus provenance, purposes and consent."""
 
@@ -122,6 +136,11 @@ class Envelope:
     email_hash: bytes | None = None  # of the canonical e-mail key
     phone_hash: bytes | None = None
     delivery_digest: str | None = None  # of (source, delivery_id)
+    # Grants that wait for the person to confirm them by mail (double opt-in): not among
+    # `consents` until then; and the mails the submission causes, in the person's language.
+    confirmations: tuple[ConsentDecision, ...] = ()
+    mails: tuple[MailIntent, ...] = ()
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)

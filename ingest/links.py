@@ -23,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from ingest.errors import InvalidLink
 
-_ACTIONS = frozenset({"unsubscribe", "confirm"})
+# access: the mailed self-service link (single use); access-session: the page it opens
+# acts with a short-lived one of its own (object, ask for erasure, download).
+_ACTIONS = frozenset({"unsubscribe", "confirm", "access", "access-session"})
 # The lifetime make_token gives when not told: within the cap of either action at its
 # default ([limits] confirm_link_days). The service and the CLI pass the configured one.
 DEFAULT_DAYS = 7
@@ -73,7 +75,7 @@ def make_token(
     action: str,
     email_hash: bytes,
     now: datetime,
-    days: int = DEFAULT_DAYS,
+    days: float = DEFAULT_DAYS,
     consent_id: str | None = None,
 ) -> str:
     """Sign a claim issued `now`, valid for `days`."""
@@ -94,7 +96,7 @@ def make_token(
     return f"{payload}.{signature}"
 
 
-def verify_token(pepper: str, token: str, action: str, now: datetime, max_days: int) -> LinkClaim:
+def verify_token(pepper: str, token: str, action: str, now: datetime, max_days: float) -> LinkClaim:
     """The claim of a genuine, unexpired `action` token lasting at most `max_days`; else InvalidLink."""
     try:
         payload, signature = token.split(".")

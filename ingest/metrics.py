@@ -30,6 +30,9 @@ class Metrics:
     ledger_head_updated: Gauge
     ignored: Counter
     mapped_field_absent: Counter
+    outbox_depth: Gauge
+    outbox_oldest_age: Gauge
+    mails: Counter
 
 
 def create_metrics() -> Metrics:
@@ -116,6 +119,24 @@ def create_metrics() -> Metrics:
             "ingest_mapped_field_absent",
             "Deliveries missing a field the source's mapping names, by source and config key (never a value)",
             ["source", "field"],
+            registry=registry,
+        ),
+        outbox_depth=Gauge(
+            "ingest_outbox_depth",
+            "Mails waiting in the outbox (every replica sees the same table)",
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        outbox_oldest_age=Gauge(
+            "ingest_outbox_oldest_age_seconds",
+            "Age of the oldest mail still waiting to be handed over (0: none waits)",
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        mails=Counter(
+            "ingest_mails",
+            "Mails by kind (confirm, receipt, access) and outcome (sent, retry, failed)",
+            ["kind", "outcome"],
             registry=registry,
         ),
     )

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import unicodedata
 
+import idna
+
 
 def canonical_email(email: str) -> str:
     """The one key of an e-mail address: NFKC, Unicode case folding, NFKC again.
@@ -18,6 +20,24 @@ def canonical_email(email: str) -> str:
     `strasse@`): for a person's rights, one key per way of writing is the safe side.
     """
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).casefold())
+
+
+def same_mailbox(first: str, second: str) -> bool:
+    """Whether two addresses name one mailbox, as a mail server would route them.
+
+    Stricter than the canonical key, which folds look-alikes together for the person's
+    rights (`info@straße.de` and `info@strasse.de`, two domains): mail goes only to the
+    address a contact was stored with, or one that is the same mailbox, never to a
+    look-alike. The domain compares by its IDNA 2008 form, the local part case-blind.
+    """
+    local_a, _, domain_a = first.rpartition("@")
+    local_b, _, domain_b = second.rpartition("@")
+    if local_a.lower() != local_b.lower():
+        return False
+    try:
+        return bool(idna.encode(domain_a, uts46=True) == idna.encode(domain_b, uts46=True))
+    except idna.IDNAError:
+        return domain_a.lower() == domain_b.lower()
 
 
 def keyed_hash(pepper: str, kind: str, value: str) -> bytes:

@@ -13,7 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from ingest.rights import erase_contacts_locked
-from ingest.store import chats, leases, requests, subjects, used_links
+from ingest.store import chats, leases, outbox, pending_consents, requests, subjects, used_links
 from ingest.store import retention as retention_sql
 
 PURGE_CHUNK = 100
@@ -28,6 +28,7 @@ PURGE_LEASE_SECONDS = 3600.0  # a holder that died frees it after this
 # How long an answered request keeps the keyed hash of the person's e-mail or phone: long
 # enough to match a follow-up ("I asked you last week"), then only its dates remain.
 REQUEST_HASH_DAYS = 30
+OUTBOX_KEPT_DAYS = 30  # a sent or given-up mail's row (dates and kind only) is then dropped
 
 
 async def purge(
@@ -55,6 +56,9 @@ async def purge(
                 report["request_hashes_dropped"] = await requests.forget_answered_requests(
                     conn, REQUEST_HASH_DAYS
                 )
+                # Grants nobody confirmed in time; outbox rows whose mail went (no personal data).
+                report["pending_consents_expired"] = await pending_consents.purge_expired(conn, now)
+                report["outbox_rows_dropped"] = await outbox.forget_done(conn, OUTBOX_KEPT_DAYS)
         completed = not dry_run
         return report
     finally:

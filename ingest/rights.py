@@ -7,6 +7,7 @@ Shared by the admin API (web/admin.py) and the command line (cli.py).
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,11 +18,13 @@ from marshmallow import ValidationError
 
 from ingest import normalise
 from ingest.config import Config
+from ingest.domain import ConsentText
 from ingest.errors import InvalidLink, ValidationFailed
 from ingest.links import LinkClaim
-from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key
-from ingest.store import chats, consent_texts, requests, subjects, used_links
-from ingest.store.connection import with_retries
+from ingest.mail import plan as mail_plan
+from ingest.pseudonyms import canonical_email, email_key, legacy_email_key, phone_key, same_mailbox
+from ingest.store import chats, consent_texts, outbox, pending_consents, requests, subjects, used_links
+from ingest.store.connection import Conn, with_retries
 from ingest.store.locks import lock_feed
 
 P = ParamSpec("P")
@@ -100,6 +103,8 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
         contacts = await subjects.export_contacts(conn, contact_ids)
         pending = await chats.pending_chats_of(conn, subject.email, subject.phone, contact_ids)
         review = await subjects.review_notes(conn, subject.phone, contact_ids)
+        awaiting = await pending_consents.of_contacts(conn, contact_ids)  # grants not yet confirmed
+        mails = await outbox.waiting_for(conn, contact_ids)
         keys = subject.keys(pepper)
         for contact_id in contact_ids:
             keys += [k for k in await subjects.contact_keys(conn, [contact_id]) if k not in keys]
@@ -115,6 +120,8 @@ async def export(pool: asyncpg.Pool, subject: Subject, pepper: str, actor: str) 
         "subject": {"email": subject.email, "phone": subject.phone},
         "contacts": contacts,
         "pending_chats": pending,
+        "consents_awaiting_confirmation": awaiting,
+        "mails_waiting": mails,
         "marketing_suppressed": any(k in suppressed for k, _ in keys),
         "notice_versions": notice_versions,
         # For the privacy officer, not the person: what was left out and why (docs/privacy.md).
@@ -191,24 +198,34 @@ async def _object(
 
 
 @_retried
-async def unsubscribe(pool: asyncpg.Pool, email_hash: bytes, pepper: str) -> dict[str, int]:
+async def unsubscribe(
+    pool: asyncpg.Pool, email_hash: bytes, pepper: str, actor: str = "unsubscribe-link"
+) -> dict[str, int]:
     """One-click unsubscribe from a signed link (RFC 8058): an objection by e-mail hash."""
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await subjects.contacts_by_email_hash(conn, email_hash)
-        report = await _object(conn, pepper, contact_ids, [(email_hash, "email")], source="unsubscribe-link")
-        await subjects.audit(conn, pepper, "unsubscribe-link", "unsubscribe", report)
+        report = await _object(conn, pepper, contact_ids, [(email_hash, "email")], source=actor)
+        await subjects.audit(conn, pepper, actor, "unsubscribe", report)
     return report
 
 
 @_retried
 async def confirm_opt_in(
-    pool: asyncpg.Pool, config: Config, claim: LinkClaim, pepper: str, *, check_only: bool = False
+    pool: asyncpg.Pool,
+    config: Config,
+    claim: LinkClaim,
+    pepper: str,
+    *,
+    check_only: bool = False,
+    language: str | None = None,
 ) -> dict[str, int]:
     """A confirmed opt-in (the person opened the signed link): lift the suppression, record the grant.
 
     The link works once, and only if it was issued after the latest objection it would
     lift (InvalidLink otherwise). `check_only`: only that check, in a read-only
-    transaction (the GET page, which must change nothing).
+    transaction (the GET page, which must change nothing). Grants that waited for this
+    confirmation (double opt-in) are recorded as they were worded and asked for; a
+    receipt is queued for each contact confirmed, in `language`.
     """
     consent = config.consents.get(claim.consent_id or "")
     if consent is None or claim.issued_at is None:
@@ -227,17 +244,23 @@ async def confirm_opt_in(
         # since the link was issued.
         keys = {claim.email_hash} | {key for key, _ in await subjects.contact_keys(conn, contact_ids)}
         lifted = sum([await subjects.remove_suppression(conn, key, claim.issued_at) for key in sorted(keys)])
+        now = datetime.now(UTC)
+        waiting = await pending_consents.take(conn, claim.email_hash, consent.consent_id, now)
         await _lock_for_feed(conn, contact_ids)
-        granted = await subjects.record_consent_for_contacts(
-            conn,
-            pepper,
-            contact_ids,
-            consent.consent_id,
-            consent.purpose,
-            granted=True,
-            text_sha256=consent.text_sha256,
-            source="confirm-link",
-        )
+        if waiting:
+            granted = await subjects.record_confirmed(conn, pepper, waiting)
+        else:  # a link issued to lift an objection (`ingest confirm-link`): the configured words
+            granted = await subjects.record_consent_for_contacts(
+                conn,
+                pepper,
+                contact_ids,
+                consent.consent_id,
+                consent.purpose,
+                granted=True,
+                text_sha256=consent.text_sha256,
+                source="confirm-link",
+            )
+        await _queue_receipts(conn, config, waiting, contact_ids, consent, now, language)
         report = {
             "contacts": len(contact_ids),
             "suppression_entries_removed": lifted,
@@ -245,6 +268,46 @@ async def confirm_opt_in(
         }
         await subjects.audit(conn, pepper, "confirm-link", "confirm-opt-in", report)
     return report
+
+
+async def _queue_receipts(
+    conn: Conn,
+    config: Config,
+    waiting: list[asyncpg.Record],
+    contact_ids: list[uuid.UUID],
+    consent: ConsentText,
+    now: datetime,
+    language: str | None,
+) -> None:
+    if not config.mail.receipts:
+        return
+    # One receipt per address (contacts that share it get one mail), with the words confirmed.
+    words = {r["contact_id"]: r for r in waiting}
+    mails, seen = [], set()
+    for contact_id, email in (await subjects.emails_of(conn, contact_ids)).items():
+        if email in seen:
+            continue
+        seen.add(email)
+        row = words.get(contact_id)
+        # A consent id's words never change (sync_consent_texts refuses that): these are the ones.
+        text_sha256 = row["text_sha256"] if row else consent.text_sha256
+        mails.append(
+            outbox.Mail(
+                kind="receipt",
+                recipient=email,
+                language=language or config.mail.language,
+                details={
+                    "consent_id": consent.consent_id,
+                    "text": consent.text,
+                    "text_sha256": text_sha256,
+                    "source": row["source"] if row else "confirm-link",
+                    "at": now.isoformat(),
+                },
+                message_id=mail_plan.message_id(config),
+                contact_id=contact_id,
+            )
+        )
+    await outbox.enqueue(conn, mails)
 
 
 @_retried
@@ -255,3 +318,65 @@ async def record_request(pool: asyncpg.Pool, subject: Subject, kind: str, pepper
         request_id = await requests.open_request(conn, kind, key, actor, datetime.now(UTC))
         await subjects.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
     return request_id
+
+
+@_retried
+async def request_once(pool: asyncpg.Pool, subject: Subject, kind: str, pepper: str, actor: str) -> datetime:
+    """Open a request unless one of this kind is open for the person already; when it is due."""
+    key = subject.keys(pepper)[0][0]
+    async with pool.acquire() as conn, conn.transaction():
+        due = await requests.open_due(conn, kind, key)
+        if due is None:
+            request_id = await requests.open_request(conn, kind, key, actor, datetime.now(UTC))
+            await subjects.audit(conn, pepper, actor, "request", {"kind": kind, "request_id": request_id})
+            due = await requests.open_due(conn, kind, key)
+    assert due is not None  # noqa: S101 - opened just above
+    return due
+
+
+async def subject_by_hash(pool: asyncpg.Pool, config: Config, email_hash: bytes) -> Subject | None:
+    """The person a signed link names (by the keyed hash of their e-mail), as a stored address has it."""
+    async with pool.acquire() as conn:
+        emails = await subjects.emails_of(conn, await subjects.contacts_by_email_hash(conn, email_hash))
+    if not emails:
+        return None
+    return subject_from(config, min(emails.values()))
+
+
+@_retried
+async def request_access(
+    pool: asyncpg.Pool, config: Config, subject: Subject, pepper: str, language: str
+) -> None:
+    """Self-service access: mail a single-use link if the address is known; the same work either way.
+
+    Both paths look the address up and write an audit row in one transaction; a known
+    one also queues the mail. The caller answers the same page whatever happened.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        contact_ids = await subjects.find_contacts(conn, subject.email_key, None)
+        # To the address stored, never the one typed: a look-alike the canonical key folds
+        # into a known contact (`strasse.de` for `straße.de`) must not receive the link.
+        stored = await subjects.emails_of(conn, contact_ids)
+        mails = [
+            outbox.Mail(
+                kind="access",
+                recipient=address,
+                language=language,
+                details={"requested": datetime.now(UTC).isoformat()},
+                message_id=mail_plan.message_id(config),
+                contact_id=contact_id,
+            )
+            for contact_id, address in stored.items()
+            if subject.email and same_mailbox(address, subject.email)
+        ]
+        await outbox.enqueue(conn, mails)
+        await subjects.audit(conn, pepper, "self-service", "access-link-requested", {})
+
+
+@_retried
+async def open_access_link(pool: asyncpg.Pool, claim: LinkClaim, pepper: str) -> None:
+    """Use up a mailed self-service link (it works once); InvalidLink if it already was."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await used_links.use_link(conn, claim.digest, claim.expires_at):
+            raise InvalidLink
+        await subjects.audit(conn, pepper, "self-service", "access-link-opened", {})

@@ -15,6 +15,7 @@ from ingest.deadlines import DEADLINE_MARGIN_SECONDS, loop_time
 from ingest.domain import Envelope, Outcome, RawSubmission, Submission
 from ingest.errors import ValidationFailed
 from ingest.leniency import validate
+from ingest.mail import plan as mail_plan
 from ingest.pseudonyms import delivery_digest, email_key, phone_key
 from ingest.schemas import CONTACT_REQUIRED, SubmissionSchema
 from ingest.store import ledger, locks, migrations
@@ -85,8 +86,11 @@ class IngestService:
     def envelope(
         self, source: Source, raw: RawSubmission, submission: Submission, received_at: datetime
     ) -> Envelope:
-        """Attach provenance, purposes and consent decisions to a valid submission."""
-        purposes, decisions = consent.decide(self.config, source, raw)
+        """Attach provenance, purposes, consent decisions and the mails they cause to a valid submission."""
+        _, decisions = consent.decide(self.config, source, raw)
+        recorded, waiting, mails = mail_plan.plan(self.config, source, submission, decisions, received_at)
+        # A grant waiting for confirmation adds no purpose yet.
+        purposes = consent.purposes_for(self.config, source.purposes, list(recorded))
         return Envelope(
             submission=submission,
             source=source.name,
@@ -94,7 +98,7 @@ class IngestService:
             delivery_id=raw.delivery_id,
             notice_version=self.config.notice_version,
             purposes=purposes,
-            consents=decisions,
+            consents=recorded,
             received_at=received_at,
             new_texts=tuple(d.consent for d in decisions if d.consent.consent_id not in self.config.consents),
             authenticated=source.authenticated,
@@ -104,6 +108,9 @@ class IngestService:
             delivery_digest=(
                 delivery_digest(self.pepper, source.name, raw.delivery_id) if raw.delivery_id else None
             ),
+            confirmations=waiting,
+            mails=mails,
+            language=raw.language or self.config.mail.language,
         )
 
     def prepare(self, source: Source, raw: RawSubmission, received_at: datetime) -> Envelope | Outcome:

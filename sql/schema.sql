@@ -63,7 +63,7 @@ table ingest.audit_log
   prev_hash text
   row_hash text
   chain_pos bigint NOT NULL
-  constraint audit_log_action_check CHECK ((action = ANY (ARRAY['export'::text, 'erase'::text, 'opt-out'::text, 'purge'::text, 'confirm-opt-in'::text, 'unsubscribe'::text, 'request'::text])))
+  constraint audit_log_action_check CHECK ((action = ANY (ARRAY['export'::text, 'erase'::text, 'opt-out'::text, 'purge'::text, 'confirm-opt-in'::text, 'unsubscribe'::text, 'request'::text, 'access-link-requested'::text, 'access-link-opened'::text])))
   constraint audit_log_pkey PRIMARY KEY (audit_id)
   CREATE UNIQUE INDEX audit_log_chain_pos_key ON ingest.audit_log USING btree (chain_pos)
   CREATE UNIQUE INDEX audit_log_pkey ON ingest.audit_log USING btree (audit_id)
@@ -173,6 +173,40 @@ table ingest.leases
   CREATE UNIQUE INDEX leases_pkey ON ingest.leases USING btree (name)
   grant SELECT, UPDATE to ingest_runtime
 
+table ingest.outbox
+  mail_id bigint NOT NULL GENERATED ALWAYS AS IDENTITY
+  kind text NOT NULL
+  state text NOT NULL DEFAULT 'queued'::text
+  contact_id uuid
+  recipient text
+  language text NOT NULL
+  details jsonb
+  message_id text NOT NULL
+  created_at timestamp with time zone NOT NULL DEFAULT now()
+  next_attempt_at timestamp with time zone NOT NULL DEFAULT now()
+  attempts integer NOT NULL DEFAULT 0
+  leased_until timestamp with time zone
+  last_error text
+  done_at timestamp with time zone
+  constraint outbox_check CHECK (((state = 'queued'::text) = ((recipient IS NOT NULL) AND (details IS NOT NULL))))
+  constraint outbox_check1 CHECK (((state = 'queued'::text) = (done_at IS NULL)))
+  constraint outbox_contact_id_fkey FOREIGN KEY (contact_id) REFERENCES ingest.contacts(contact_id) ON DELETE CASCADE
+  constraint outbox_kind_check CHECK ((kind = ANY (ARRAY['confirm'::text, 'receipt'::text, 'access'::text])))
+  constraint outbox_language_check CHECK ((language = ANY (ARRAY['fi'::text, 'sv'::text, 'en'::text])))
+  constraint outbox_last_error_check CHECK ((last_error ~ '^[A-Za-z0-9_.: -]{1,120}$'::text))
+  constraint outbox_message_id_check CHECK ((message_id ~ '^<[A-Za-z0-9._-]+@[A-Za-z0-9.-]+>$'::text))
+  constraint outbox_message_id_key UNIQUE (message_id)
+  constraint outbox_pkey PRIMARY KEY (mail_id)
+  constraint outbox_recipient_check CHECK ((char_length(recipient) <= 254))
+  constraint outbox_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'sent'::text, 'failed'::text])))
+  CREATE INDEX outbox_contact_idx ON ingest.outbox USING btree (contact_id)
+  CREATE INDEX outbox_due_idx ON ingest.outbox USING btree (next_attempt_at) WHERE (state = 'queued'::text)
+  CREATE UNIQUE INDEX outbox_message_id_key ON ingest.outbox USING btree (message_id)
+  CREATE UNIQUE INDEX outbox_pkey ON ingest.outbox USING btree (mail_id)
+  grant DELETE, INSERT, SELECT, UPDATE to ingest_runtime
+
+sequence ingest.outbox_mail_id_seq
+
 table ingest.pending_chats
   source text NOT NULL
   session_key text NOT NULL
@@ -187,6 +221,32 @@ table ingest.pending_chats
   CREATE INDEX pending_chats_phone_idx ON ingest.pending_chats USING btree (((fields ->> 'phone'::text)))
   CREATE UNIQUE INDEX pending_chats_pkey ON ingest.pending_chats USING btree (source, session_key)
   grant DELETE, INSERT, SELECT, UPDATE to ingest_runtime
+
+table ingest.pending_consents
+  pending_id bigint NOT NULL GENERATED ALWAYS AS IDENTITY
+  contact_id uuid NOT NULL
+  submission_id uuid
+  email_hash bytea NOT NULL
+  consent_id text NOT NULL
+  purpose text NOT NULL
+  text_sha256 text NOT NULL
+  source text NOT NULL
+  notice_version text NOT NULL
+  requested_at timestamp with time zone NOT NULL
+  expires_at timestamp with time zone NOT NULL
+  constraint pending_consents_check CHECK ((expires_at > requested_at))
+  constraint pending_consents_consent_id_fkey FOREIGN KEY (consent_id) REFERENCES ingest.consent_texts(consent_id)
+  constraint pending_consents_contact_id_fkey FOREIGN KEY (contact_id) REFERENCES ingest.contacts(contact_id) ON DELETE CASCADE
+  constraint pending_consents_pkey PRIMARY KEY (pending_id)
+  constraint pending_consents_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES ingest.submissions(submission_id) ON DELETE SET NULL
+  constraint pending_consents_text_sha256_check CHECK ((text_sha256 ~ '^[0-9a-f]{64}$'::text))
+  CREATE INDEX pending_consents_contact_idx ON ingest.pending_consents USING btree (contact_id)
+  CREATE INDEX pending_consents_email_idx ON ingest.pending_consents USING btree (email_hash, consent_id)
+  CREATE INDEX pending_consents_expiry_idx ON ingest.pending_consents USING btree (expires_at)
+  CREATE UNIQUE INDEX pending_consents_pkey ON ingest.pending_consents USING btree (pending_id)
+  grant DELETE, INSERT, SELECT to ingest_runtime
+
+sequence ingest.pending_consents_pending_id_seq
 
 table ingest.settings
   name text NOT NULL

@@ -24,6 +24,10 @@ from ingest.store import migrations
 from ingest.web.app import create_app
 from tests.support import PEPPER, make_config, quote_db_name, with_database
 
+# Mails the apps under test write as .eml files (no SMTP configured) go to a scratch
+# directory, never into the checkout; served processes inherit it (tests/support.py).
+os.environ.setdefault("INGEST_MAIL_DIR", tempfile.mkdtemp(prefix="ingest-test-mail-"))
+
 
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:

@@ -267,10 +267,18 @@ async def test_a_person_on_the_website_sends_the_embedded_form_and_lands_on_its_
     await asyncio.sleep(1.5)  # longer than the source's 1 s: a person reads and types
     await page.get_by_role("button", name="Send").click()
     await page.wait_for_url(f"{site}/thanks.html")
+    # The embedded sources keep the html default, double opt-in: the ticked box waits for
+    # the person's mailed confirmation, with a confirmation mail queued.
     assert await _stored(dsn, "embedded.person@example.fi") == {
         "name": "Embedded Person",
-        "marketing_allowed": True,
+        "marketing_allowed": False,
     }
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ingest.pending_consents") == 1
+        assert await conn.fetchval("SELECT count(*) FROM ingest.outbox WHERE kind = 'confirm'") == 1
+    finally:
+        await conn.close()
 
 
 async def test_an_embedded_form_sent_at_once_looks_sent_but_is_not_stored(live, site, page):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.support import MARKETING_TEXT, ORIGIN
+from tests.support import MARKETING_TEXT, ORIGIN, base_config_dict, make_config, with_double_opt_in
 
 URL = "/v1/forms/website-contact"
 FORM = {
@@ -168,7 +168,35 @@ async def test_unknown_sources_and_wrong_channels_get_404(client, url):
     assert await response.json() == {"error": "unknown_source"}
 
 
-async def test_a_ticked_marketing_box_records_a_granted_consent_with_the_text_hash(client, db):
+async def test_a_ticked_marketing_box_waits_for_the_person_to_confirm_it_by_mail(make_client, db):
+    # Double opt-in (DESIGN §8): an html form cannot prove who owns the address, so the
+    # grant waits, with its words' hash, and a confirmation mail is queued in the same
+    # transaction; nothing is granted, and no purpose added, until the link is used.
+    client = await make_client(make_config(with_double_opt_in(base_config_dict())))
+    response = await client.post(URL, data=FORM | {"marketing": "on"}, headers=JSON)
+    assert response.status == 201
+    assert await db.fetchval("SELECT count(*) FROM ingest.consent_events WHERE granted") == 0
+    pending = await db.fetchrow(
+        "SELECT consent_id, purpose, text_sha256, source, notice_version FROM ingest.pending_consents"
+    )
+    assert dict(pending) == {
+        "consent_id": "marketing-email-v1",
+        "purpose": "direct_marketing",
+        "text_sha256": hashlib.sha256(MARKETING_TEXT.encode()).hexdigest(),
+        "source": "website-contact",
+        "notice_version": "2024-01",
+    }
+    assert await db.fetchval("SELECT marketing_allowed FROM crm.contacts") is False
+    assert await db.fetch("SELECT * FROM crm.consents WHERE granted") == []
+    assert await db.fetchval("SELECT purposes FROM crm.submissions") == ["contact", "customer_relationship"]
+    mail = await db.fetchrow("SELECT kind, recipient, state FROM ingest.outbox")
+    assert dict(mail) == {"kind": "confirm", "recipient": FORM["email"], "state": "queued"}
+
+
+async def test_a_ticked_box_on_a_source_exempt_from_double_opt_in_records_the_grant_at_once(make_client, db):
+    raw = base_config_dict()
+    raw["sources"]["website-contact"]["double_opt_in"] = False
+    client = await make_client(make_config(raw))
     response = await client.post(URL, data=FORM | {"marketing": "on"}, headers=JSON)
     assert response.status == 201
     event = await db.fetchrow(
@@ -186,6 +214,8 @@ async def test_a_ticked_marketing_box_records_a_granted_consent_with_the_text_ha
     assert dict(state) == {"purpose": "direct_marketing", "granted": True, "consent_id": "marketing-email-v1"}
     purposes = await db.fetchval("SELECT purposes FROM crm.submissions")
     assert purposes == ["contact", "customer_relationship", "direct_marketing"]
+    # The grant is recorded: the person gets a receipt.
+    assert await db.fetchval("SELECT kind FROM ingest.outbox") == "receipt"
 
 
 async def test_an_unticked_marketing_box_records_a_refusal_and_marketing_stays_off(client, db):
@@ -196,7 +226,10 @@ async def test_an_unticked_marketing_box_records_a_refusal_and_marketing_stays_o
     assert await db.fetchval("SELECT purposes FROM crm.submissions") == ["contact", "customer_relationship"]
 
 
-async def test_purposes_carry_their_lawful_basis(client, db):
+async def test_purposes_carry_their_lawful_basis(make_client, db):
+    raw = base_config_dict()
+    raw["sources"]["website-contact"]["double_opt_in"] = False  # the grant counts at once
+    client = await make_client(make_config(raw))
     await client.post(URL, data=FORM | {"marketing": "on"}, headers=JSON)
     rows = await db.fetch("SELECT purpose, lawful_basis FROM ingest.submission_purposes ORDER BY purpose")
     assert [tuple(r) for r in rows] == [

@@ -20,6 +20,7 @@ import structlog
 
 from ingest.embedded import development_pepper, embedded_server, has_database
 from ingest.errors import ConfigError
+from ingest.mail.mailer import MAIL_DIR_ENV
 from ingest.secrets import check_pepper as check_pepper_value
 from ingest.store import migrations
 from ingest.store.settings import check_pepper
@@ -86,6 +87,9 @@ def database_url(data_dir: Path, *, existing: bool = False) -> Iterator[tuple[st
         # The DSN names a local socket directory and no password: safe to show so
         # that psql or a CRM can connect.
         print(f"embedded PostgreSQL: {server.dsn}", file=sys.stderr)
+        # Mails (no SMTP configured) go to files beside the database, unless told otherwise;
+        # the served workers inherit the environment.
+        os.environ.setdefault(MAIL_DIR_ENV, str((data_dir / "mail").resolve()))
         yield server.dsn, True
 
 

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import phonenumbers
 
+from ingest.config.mail import double_opt_in, parse_mail
 from ingest.config.model import (
     ADMIN_SCOPES,
     DEADLINE_RANGE,
@@ -107,12 +108,13 @@ def parse_config(
         check_public_url(public_url)
     controller = _controller(top)
     purposes = _purposes(top.sub("purposes"))
-    consents = _consents(top.sub("consents"), purposes)
+    consents, confirm = _consents(top.sub("consents"), purposes)
     sources = parse_sources(
         top.sub("sources"), purposes, consents, Secrets(environ, example_secrets_allowed, require_secrets)
     )
     tokens = _admin_tokens(top.sub("admin_tokens"), environ, resolve=require_secrets)
     limits = _limits(top.sub("limits"))
+    mail = parse_mail(top.sub("mail"), environ)
     top.reject_unknown()
     return Config(
         notice_version=notice_version,
@@ -125,6 +127,8 @@ def parse_config(
         notice_url=notice_url,
         public_url=public_url,
         controller=controller,
+        double_opt_in=confirm,
+        mail=mail,
     )
 
 
@@ -156,8 +160,11 @@ def _purposes(table: Reader) -> dict[str, Purpose]:
     return purposes
 
 
-def _consents(table: Reader, purposes: Mapping[str, Purpose]) -> dict[str, ConsentText]:
+def _consents(
+    table: Reader, purposes: Mapping[str, Purpose]
+) -> tuple[dict[str, ConsentText], frozenset[str]]:
     consents = {}
+    confirm = set()
     for consent_id in table.table:
         if not _CONSENT_ID_RE.match(consent_id):
             raise ConfigError(f"{table.key(consent_id)}: letters, digits and _.:- only")
@@ -168,9 +175,11 @@ def _consents(table: Reader, purposes: Mapping[str, Purpose]) -> dict[str, Conse
         text = item.get("text", str)
         if not text.strip():
             raise ConfigError(f"{item.key('text')}: must not be empty")
+        if double_opt_in(item, purpose):
+            confirm.add(consent_id)
         item.reject_unknown()
         consents[consent_id] = consent_text(consent_id, purpose, text)
-    return consents
+    return consents, frozenset(confirm)
 
 
 def _admin_tokens(table: Reader, environ: Mapping[str, str], *, resolve: bool) -> tuple[AdminToken, ...]:

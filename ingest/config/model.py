@@ -108,6 +108,10 @@ class Source:
     # Deliveries are signed or carry a shared secret (every format but html): only such a
     # source may change a known contact's name or phone (see ingest/store/submissions.py).
     authenticated: bool = True
+    # A grant of a double opt-in consent from this source waits for the person to confirm
+    # it by a mailed link (ingest/mail/). On by default for sources that cannot prove who
+    # sent a delivery (html); a signed partner that confirmed the address itself is exempt.
+    double_opt_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,35 @@ class Limits:
     unsubscribe_link_days: int = 60
 
 
+SMTP_SECURITY = ("starttls", "tls", "none")
+ERASURE_MODES = ("request", "immediate")
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """[mail]: who mails come from, in which language, and how they leave (ingest/mail/)."""
+
+    sender: str = "no-reply@localhost"  # the From: address
+    contact: str | None = None  # how the person reaches the controller (receipts)
+    language: str = "en"  # fi, sv or en: unless the person's browser prefers another of them
+    receipts: bool = True  # a consent receipt after every grant
+    access_link_minutes: int = 30  # the self-service link's lifetime
+    erasure: str = "request"  # self-service erasure: a request on the one-month clock, or "immediate"
+    # No smtp_host: mails are written as .eml files under `directory` (the embedded default).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)  # from smtp_password_env
+    directory: str | None = None
+    # The mailer: how often it looks for due mail, how long a sender holds a mail it took
+    # (a sender that died frees it then: the mail goes again), the first retry's delay
+    # (later ones grow from it, about two days in all).
+    poll_seconds: float = 2.0
+    lease_seconds: float = 120.0
+    first_retry_seconds: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The validated configuration."""
@@ -178,6 +211,10 @@ class Config:
     # Who is responsible for the data (GDPR controller), as pages and `ingest ropa` name it.
     controller: str | None = None
     path: str | None = None
+    # The consents whose grants need the person's confirmation ([consents.X] double_opt_in,
+    # on by default for direct marketing), and how mail reaches the person.
+    double_opt_in: frozenset[str] = frozenset()
+    mail: MailSettings = field(default_factory=MailSettings)
 
 
 def consent_text(consent_id: str, purpose: str, text: str) -> ConsentText:

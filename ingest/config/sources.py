@@ -71,6 +71,7 @@ def _source(
         options=item.get("options", dict, {}),
         max_body_bytes=_body_limit(item),
         authenticated=rules.needs_secret,
+        double_opt_in=item.get("double_opt_in", bool, not rules.needs_secret),
     )
     item.reject_unknown()
     return source

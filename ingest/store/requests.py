@@ -72,3 +72,16 @@ async def count_overdue(conn: Conn) -> int:
         "SELECT count(*) FROM ingest.subject_requests WHERE completed_at IS NULL AND due_at < now()"
     )
     return count
+
+
+async def open_due(conn: Conn, kind: str, subject_hash: bytes) -> datetime | None:
+    """When the open request of this kind for this person is due (None: none is open)."""
+    due: datetime | None = await conn.fetchval(
+        """
+        SELECT min(due_at) FROM ingest.subject_requests
+         WHERE kind = $1 AND subject_hash = $2 AND completed_at IS NULL
+        """,
+        kind,
+        subject_hash,
+    )
+    return due

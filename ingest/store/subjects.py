@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from ingest.store import ledger
 from ingest.store.connection import Conn, rows_affected
 
@@ -112,6 +114,36 @@ async def contacts_by_email_hash(conn: Conn, email_hash: bytes) -> list[uuid.UUI
     """Contacts whose e-mail has this keyed hash (signed links carry only the hash)."""
     rows = await conn.fetch("SELECT contact_id FROM ingest.contacts WHERE email_hash = $1", email_hash)
     return [row["contact_id"] for row in rows]
+
+
+async def emails_of(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The e-mail address of each of these contacts that has one."""
+    rows = await conn.fetch(
+        "SELECT contact_id, email FROM ingest.contacts"
+        " WHERE contact_id = ANY($1::uuid[]) AND email IS NOT NULL",
+        list(contact_ids),
+    )
+    return {row["contact_id"]: row["email"] for row in rows}
+
+
+async def record_confirmed(conn: Conn, pepper: str, confirmed: Sequence[asyncpg.Record]) -> int:
+    """The grants a person confirmed (pending_consents rows): one consent event each, as first worded.
+
+    The caller holds the feed lock.
+    """
+    events = [
+        ledger.ConsentEvent(
+            r["contact_id"],
+            r["consent_id"],
+            r["purpose"],
+            granted=True,
+            text_sha256=r["text_sha256"],
+            source=r["source"],
+            notice_version=r["notice_version"],
+        )
+        for r in confirmed
+    ]
+    return await ledger.append_consent_events(conn, ledger.chain_key(pepper), events)
 
 
 async def export_contacts(conn: Conn, contact_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:

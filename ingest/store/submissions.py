@@ -19,6 +19,7 @@ from ingest.store.connection import Conn
 from ingest.store.consent_texts import ensure_consent_texts
 from ingest.store.contacts import ContactUpdate, contact_key, upsert_contacts
 from ingest.store.deliveries import claim_deliveries
+from ingest.store.mail_queue import queue_mail
 from ingest.store.notices import insert_notices
 
 
@@ -59,6 +60,7 @@ async def write_submissions(conn: Conn, envelopes: Sequence[Envelope], chain_key
         contacts, updates = await upsert_contacts(conn, [envelopes[i] for i in new])
         # Takes the feed lock.
         await _insert_rows(conn, envelopes, new, plan.ids, contacts, updates, chain_key)
+        await queue_mail(conn, envelopes, new, plan.ids, contacts)
         shown = [(i, n) for i in new for n in envelopes[i].notices]
         await insert_notices(
             conn, [(plan.ids[i], n) for i, n in shown], [envelopes[i].received_at for i, _ in shown]

@@ -17,9 +17,10 @@ from ingest.group_commit import GroupCommitWriter
 from ingest.metrics import create_metrics
 from ingest.service import IngestService
 from ingest.store.startup import sync_consent_texts
-from ingest.web import admin, form_page, health, intake, link_pages, pages
+from ingest.web import access_pages, admin, form_page, health, intake, link_pages, pages
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
 from ingest.web.limits import Limiter
+from ingest.web.mailing import mailing
 from ingest.web.maintenance import maintenance
 from ingest.web.middleware import request_context
 from ingest.web.openapi import build_spec
@@ -48,6 +49,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app.on_response_prepare.append(_browser_headers(config))
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(maintenance)
+    app.cleanup_ctx.append(mailing)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
@@ -56,6 +58,7 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
     app.router.add_route("OPTIONS", "/v1/{kind:forms|chats}/{source}", intake.preflight)
     admin.add_routes(app)
     link_pages.add_routes(app)  # the pages behind the unsubscribe and confirm links
+    access_pages.add_routes(app)  # self-service access by a mailed link
     document = build_spec(config)  # built once; the config does not change while serving
 
     async def openapi(_: web.Request) -> web.Response:

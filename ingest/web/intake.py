@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -17,7 +18,8 @@ from ingest.adapters.html import ADAPTER as HTML
 from ingest.adapters.html import check_origin, stamp_key
 from ingest.config import Source
 from ingest.deadlines import within
-from ingest.domain import InboundRequest, Outcome
+from ingest.domain import InboundRequest, Outcome, RawSubmission
+from ingest.mail.texts import pick_language
 from ingest.schemas import CONTACT_REQUIRED
 from ingest.web.form_page import error_page, stays_local, thanks_page
 from ingest.web.inputs import client_address, read_body, resolve_source
@@ -149,6 +151,9 @@ async def _process(request: web.Request, source: Source, client: str) -> list[Ou
         if adapter.needs_origin:  # html: a 422 page re-renders the form; its stamp is signed
             request[SUBMITTED_FORM] = inbound
             items = HTML.parse(source, inbound, stamp_key=stamp_key(request.app[PEPPER]))
+            # The person's browser says which language their mails should be in.
+            language = pick_language(request.headers.get("Accept-Language"), config.mail.language)
+            items = [replace(i, language=language) if isinstance(i, RawSubmission) else i for i in items]
         else:
             items = adapter.parse(source, inbound)
     except errors.ValidationFailed:

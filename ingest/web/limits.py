@@ -121,6 +121,11 @@ class ClientCap:
                 del self.active[key]
 
 
+ACCESS_PER_ADDRESS_PER_HOUR = 3
+ACCESS_PER_CLIENT_PER_HOUR = 20
+ACCESS_PER_CLIENT_BURST = 5
+
+
 class Limiter:
     """The limits of one worker, built from the config."""
 
@@ -143,3 +148,11 @@ class Limiter:
         # Intake and the admin API count apart, so neither locks the other out.
         self.auth_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
         self.admin_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
+        # The self-service access page mails a link: a few an hour per address (whether or
+        # not it is known, so the limit tells nothing) and per client address.
+        self.access_per_address = TokenBuckets(
+            ACCESS_PER_ADDRESS_PER_HOUR / 3600, burst=ACCESS_PER_ADDRESS_PER_HOUR
+        )
+        self.access_per_client = TokenBuckets(
+            ACCESS_PER_CLIENT_PER_HOUR / 3600, burst=ACCESS_PER_CLIENT_BURST
+        )

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ingest import errors, rights
 from ingest.links import LinkClaim, verify_token
+from ingest.mail.texts import pick_language
 from ingest.web.inputs import bounded
 from ingest.web.keys import CONFIG, PEPPER, POOL
 
@@ -83,8 +84,11 @@ async def confirm(request: web.Request) -> web.Response:
     """POST: the confirmed opt-in lifts a marketing suppression and records the consent (once)."""
     try:
         claim = _claim(request, "confirm")
+        config = request.app[CONFIG]
+        language = pick_language(request.headers.get("Accept-Language"), config.mail.language)
         await bounded(
-            request, rights.confirm_opt_in(request.app[POOL], request.app[CONFIG], claim, request.app[PEPPER])
+            request,
+            rights.confirm_opt_in(request.app[POOL], config, claim, request.app[PEPPER], language=language),
         )
     except errors.InvalidLink:
         return _page("Link not valid", "This confirmation link is not valid or has expired.", status=400)

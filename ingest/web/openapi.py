@@ -282,6 +282,48 @@ def _links(spec: APISpec) -> None:
         )
 
 
+def _access(spec: APISpec) -> None:
+    """The self-service pages (ingest/web/access_pages.py): HTML for people, no login."""
+    token = [{"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}]
+    page = {"description": "the page", "content": _page()}
+    invalid = {"description": "link not valid, expired or used", "content": _page()}
+    form = {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["email"]}}}
+    same = "the same page whether or not the address is known (a known one is mailed a link)"
+    spec.path(
+        path="/v1/access",
+        operations={
+            "get": {"summary": "Ask for a link to see your data", "responses": {"200": page}},
+            "post": {
+                "summary": "Mail a single-use link to the address, if it is known",
+                "requestBody": {"required": True, "content": form},
+                "responses": {
+                    "200": {"description": same, "content": _page()},
+                    "422": {"description": "not an e-mail address", "content": _page()},
+                    "429": {
+                        "description": "too many requests for this address or client",
+                        "content": _page(),
+                    },
+                    **error_responses(408, 413, 503),
+                },
+            },
+        },
+    )
+    steps = {
+        "/v1/access/view": "Use the mailed link: what is held, and the person's choices",
+        "/v1/access/export": "The same data as a JSON download (Art. 20)",
+        "/v1/access/object": "Object to direct marketing (kept after erasure)",
+        "/v1/access/erase": "Ask for erasure (a request on the one-month clock, or at once)",
+    }
+    for path, summary in steps.items():
+        operations: dict[str, Any] = {
+            "post": {"summary": summary, "parameters": token, "responses": {"200": page, "400": invalid}}
+        }
+        if path == "/v1/access/view":
+            get = {"summary": "The link's page: one button (mail scanners only GET)", "parameters": token}
+            operations["get"] = get | {"responses": {"200": page, "400": invalid}}
+        spec.path(path=path, operations=operations)
+
+
 def build_spec(config: Config) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this deployment: one path per configured source."""
     spec = APISpec(
@@ -298,6 +340,7 @@ def build_spec(config: Config) -> dict[str, Any]:
         _intake(spec, source)
     _admin(spec)
     _links(spec)
+    _access(spec)
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
     spec.path(
         path="/openapi.json",
