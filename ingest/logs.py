@@ -52,6 +52,9 @@ ALLOWED_KEYS = frozenset(
         "kind",
         "token_name",
         "message_template",
+        "directory",  # where the embedded default writes its mails (a path, not a person's)
+        "mail_id",
+        "attempts",
     }
 )
 

@@ -314,6 +314,7 @@ async def test_no_address_reaches_the_logs_or_metrics(client, smtp, log_output):
     await smtp.wait(2)
     metrics = await (await client.get("/metrics")).text()
     assert "secret.person" not in log_output.getvalue()
+    assert '"event": "mail_sent"' in log_output.getvalue() and '"mail_id"' in log_output.getvalue()
     assert "secret.person" not in metrics
     assert "ingest_outbox_depth" in metrics
 
@@ -456,3 +457,26 @@ def test_the_embedded_defaults_mail_files_are_deleted_after_a_week(tmp_path):
     mailer = Mailer(make_config(), None, "", FileTransport(tmp_path))  # type: ignore[arg-type]
     assert mailer.sweep_files() == 1
     assert not old.exists() and new.exists()
+
+
+async def test_without_smtp_the_mails_are_files_and_the_start_up_log_says_where(make_client, log_output, db):
+    import os
+    from pathlib import Path
+
+    client = await make_client(make_config(with_double_opt_in(base_config_dict())))
+    directory = Path(os.environ["INGEST_MAIL_DIR"]).resolve()  # noqa: ASYNC240 - set for the test run (conftest)
+    lines = [
+        json.loads(line) for line in log_output.getvalue().splitlines() if "mail_written_as_files" in line
+    ]
+    assert lines and lines[0]["directory"] == str(directory)
+    before = set(directory.iterdir())
+    form = {"email": "files@example.fi", "marketing": "on"}
+    assert (await client.post(FORM_URL, data=form, headers=BROWSER)).status == 201
+    give_up = time.monotonic() + MAIL_WAIT_SECONDS
+    while not (set(directory.iterdir()) - before):
+        assert time.monotonic() < give_up, "no .eml file was written"
+        await asyncio.sleep(0.1)
+    [path] = set(directory.iterdir()) - before
+    assert path.suffix == ".eml"
+    written = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert written["To"] == "files@example.fi"
