@@ -7,6 +7,7 @@ server's reply text: both may end up in logs and metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.message
 import email.policy
 import hashlib
@@ -109,24 +110,29 @@ class SmtpTransport:
     async def send(self, message: email.message.EmailMessage) -> None:
         """Send the message; TransportError (retryable) or PermanentFailure (5xx on RCPT/DATA) on failure."""
         settings = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            local_hostname=settings.local_hostname,
+            timeout=settings.timeout_seconds,
+            use_tls=settings.security == "tls",
+            # True: refuse to go on in clear when the server offers no STARTTLS.
+            start_tls=settings.security == "starttls",
+            validate_certs=True,
+            tls_context=self._tls_context,
+        )
         try:
             async with asyncio.timeout(settings.timeout_seconds):
-                refused, _ = await aiosmtplib.send(
-                    message,
-                    hostname=settings.host,
-                    port=settings.port,
-                    username=settings.username,
-                    password=settings.password,
-                    local_hostname=settings.local_hostname,
-                    timeout=settings.timeout_seconds,
-                    use_tls=settings.security == "tls",
-                    # True: refuse to go on in clear when the server offers no STARTTLS.
-                    start_tls=settings.security == "starttls",
-                    validate_certs=True,
-                    tls_context=self._tls_context,
-                )
+                await client.connect()
+                if settings.username is not None:
+                    await client.login(settings.username, settings.password or "")
+                refused, _ = await client.send_message(message)
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await client.quit()
         except (aiosmtplib.SMTPException, OSError) as exc:  # OSError: refused, reset, TLS, timeouts
             raise _failure(exc) from None  # the cause's text may name the recipient
+        finally:
+            client.close()  # on every path: no connection left for the garbage collector
         if refused:
             # Some recipients accepted, some refused (a mail here has one): judged by the refused codes,
             # so a retry after a 4xx would send the accepted ones a second copy.
