@@ -197,6 +197,7 @@ async def test_a_signed_partner_grant_is_recorded_at_once_and_gets_a_receipt(cli
     assert await db.fetchval("SELECT granted FROM crm.consents") is True
     [receipt] = await smtp.wait(1)
     assert receipt["To"] == "pekka@example.fi"
+    assert "confirming" not in body_of(receipt)  # nothing was confirmed: a partner's grant
     path, token = link_in(receipt, "/v1/unsubscribe")
     withdrawn = await client.post(path, params={"token": token})  # RFC 8058 one-click
     assert withdrawn.status == 200

@@ -58,7 +58,7 @@ _TEXTS: dict[str, dict[str, str]] = {
     },
     "receipt_body": {
         "fi": "Hei,\n\n"
-        "kiitos vahvistuksesta. Tämä viesti on kuitti annetusta suostumuksesta.\n\n"
+        "tämä viesti on kuitti annetusta suostumuksesta.\n\n"
         "Suostumuksen sanamuoto:\n\u201d{consent_text}\u201d\n\n"
         "Annettu: {granted_at}\n"
         "Lomake: {source}\n"
@@ -71,7 +71,7 @@ _TEXTS: dict[str, dict[str, str]] = {
         "Viesti kannattaa säilyttää.\n\n"
         "Ystävällisin terveisin\n{controller}\n",
         "sv": "Hej!\n\n"
-        "Tack för din bekräftelse. Det här är ett kvitto på det samtycke du har lämnat.\n\n"
+        "Det här är ett kvitto på det samtycke du har lämnat.\n\n"
         "Det här samtyckte du till:\n\u201d{consent_text}\u201d\n\n"
         "Tidpunkt: {granted_at}\n"
         "Formulär: {source}\n"
@@ -84,7 +84,7 @@ _TEXTS: dict[str, dict[str, str]] = {
         "Spara gärna det här meddelandet.\n\n"
         "Med vänliga hälsningar\n{controller}\n",
         "en": "Hello,\n\n"
-        "Thank you for confirming. This message is a record of the consent you gave.\n\n"
+        "This message is a record of the consent you gave.\n\n"
         "What you agreed to:\n\u201c{consent_text}\u201d\n\n"
         "When: {granted_at}\n"
         "Form: {source}\n"
