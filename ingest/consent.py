@@ -30,10 +30,8 @@ def answer(value: object) -> bool | None:
     return None
 
 
-def decide(
-    config: Config, source: Source, raw: RawSubmission
-) -> tuple[tuple[PurposeRecord, ...], tuple[ConsentDecision, ...]]:
-    """Return the purposes (with lawful basis) and one decision per consent item shown.
+def decide(config: Config, source: Source, raw: RawSubmission) -> tuple[ConsentDecision, ...]:
+    """Return one decision per consent item shown (`purposes_for` turns them into purposes).
 
     Shown items are the source's configured consents plus any the payload names.
     Absent means not granted: marketing is never assumed.
@@ -59,7 +57,7 @@ def decide(
         decisions.append(ConsentDecision(consent=text, granted=granted))
     if errors:
         raise ValidationFailed(errors)
-    return purposes_for(config, source.purposes, decisions), tuple(decisions)
+    return tuple(decisions)
 
 
 def purposes_for(

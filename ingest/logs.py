@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -55,6 +56,7 @@ ALLOWED_KEYS = frozenset(
         "directory",  # where the embedded default writes its mails (a path, not a person's)
         "mail_id",
         "attempts",
+        "suppressed",  # refusal lines of the same kind left out since the last one (RepeatLimiter)
     }
 )
 
@@ -105,8 +107,15 @@ class LineWriter:
     fatal = failure = err = error = critical = exception = msg
 
 
-def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Send one JSON object per line to `stream` (stdout by default), each line written whole."""
+def configure_logging(
+    stream: TextIO | None = None, level: int = logging.INFO, *, final: bool = False
+) -> None:
+    """Send one JSON object per line to `stream` (stdout by default), each line written whole.
+
+    `final`: this configuration lasts for the life of the process (`ingest serve`), so
+    each logger is bound once, on its first use, rather than on every call (tests
+    reconfigure, and leave it off).
+    """
     writer = LineWriter(stream or sys.stdout)
     structlog.configure(
         processors=[
@@ -118,7 +127,7 @@ def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: writer,
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=final,
     )
     # aiohttp's own access log would print client IPs: keep it off. Other libraries'
     # records (warning and above) become JSON lines naming the logger, the level and
@@ -138,6 +147,36 @@ class LibraryHandler(logging.Handler):
         if record.exc_info and record.exc_info[0] is not None:
             fields["exc_type"] = record.exc_info[0].__name__
         structlog.get_logger(record.name).log(record.levelno, "library_log", **fields)
+
+
+class RepeatLimiter:
+    """At most `per_second` log lines a second of each kind; the next one says how many were left out.
+
+    A flood of refused requests (bad signatures, unknown sources, rate limits) would
+    otherwise write a line for each: the logs would grow as fast as an attacker sends,
+    and writing them would cost more than refusing. Kinds are a closed set (route,
+    status, error code). Every refusal is still counted in /metrics.
+    """
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._window = -1
+        self._used: dict[Hashable, int] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def allow(self, kind: Hashable) -> int | None:
+        """None: leave this line out. Else how many lines of `kind` were left out before it."""
+        window = int(self._clock())
+        if window != self._window:
+            self._window = window
+            self._used.clear()
+        used = self._used.get(kind, 0)
+        if used >= self.per_second:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return None
+        self._used[kind] = used + 1
+        return self._suppressed.pop(kind, 0)
 
 
 def where(exc: BaseException) -> str:

@@ -7,7 +7,8 @@ Under `ingest serve` the values live in prometheus-client's multiprocess directo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,6 +34,18 @@ class Metrics:
     outbox_depth: Gauge
     outbox_oldest_age: Gauge
     mails: Counter
+    # Labelled children already looked up, by metric and label values: the request path
+    # asks for the same few on every request, and `labels()` validates and locks each time.
+    # Bounded as the metrics' own children are: values are routes, codes and source names.
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict, repr=False)
+
+    def child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
 
 def create_metrics() -> Metrics:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import unicodedata
 
@@ -42,7 +41,7 @@ def same_mailbox(first: str, second: str) -> bool:
 
 def keyed_hash(pepper: str, kind: str, value: str) -> bytes:
     """HMAC-SHA256(pepper, kind:value): unlinkable without the pepper, stable with it."""
-    return hmac.new(pepper.encode("utf-8"), f"{kind}:{value}".encode(), hashlib.sha256).digest()
+    return hmac.digest(pepper.encode("utf-8"), f"{kind}:{value}".encode(), "sha256")  # one-shot
 
 
 def email_key(pepper: str, email: str) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -87,7 +87,7 @@ class IngestService:
         self, source: Source, raw: RawSubmission, submission: Submission, received_at: datetime
     ) -> Envelope:
         """Attach provenance, purposes, consent decisions and the mails they cause to a valid submission."""
-        _, decisions = consent.decide(self.config, source, raw)
+        decisions = consent.decide(self.config, source, raw)
         recorded, waiting, mails = mail_plan.plan(self.config, source, submission, decisions, received_at)
         # A grant waiting for confirmation adds no purpose yet.
         purposes = consent.purposes_for(self.config, source.purposes, list(recorded))
@@ -121,6 +121,19 @@ class IngestService:
                 return Outcome("ignored", reason="no_contact_details")
             raise ValidationFailed({"email": [CONTACT_REQUIRED], "phone": [CONTACT_REQUIRED]})
         return self.envelope(source, raw, submission, received_at)
+
+    def answers_on_time(self, items: Iterable[object]) -> bool:
+        """Whether accepting `items` is answered by its deadline without an outer guard.
+
+        True when every item goes to the group-commit writer (no chat piece, which is
+        written in its own transaction): the writer answers each by its deadline,
+        committed or 503, and its wait has a backstop of its own. The outer guard
+        (`deadlines.within`) costs a task and a wait per request, so it is kept for
+        the paths that hold a database connection themselves.
+        """
+        return self.writer is not None and not any(
+            isinstance(item, RawSubmission) and item.session_key is not None for item in items
+        )
 
     async def accept(
         self, source: Source, raw: RawSubmission, received_at: datetime, deadline: float | None = None

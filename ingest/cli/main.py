@@ -31,7 +31,7 @@ log = structlog.get_logger("ingest.cli")
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Run the HTTP service."""
     # The service logs to stdout, from the arbiter and every worker (human lines: stderr).
-    configure_logging(sys.stdout)
+    configure_logging(sys.stdout, final=True)
     try:
         # Bound first: a port in use is one line at once, before any database is started.
         listener = serving.listen(args.host, args.port)

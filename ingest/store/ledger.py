@@ -46,7 +46,7 @@ def chain_key(pepper: str) -> bytes:
 def _mac(key: bytes, parts: Sequence[object]) -> str:
     # A JSON array: unambiguous (no separator a field could contain) and stable.
     encoded = json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hmac.new(key, encoded.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, encoded.encode("utf-8"), "sha256").hex()  # one-shot: no HMAC object
 
 
 def canonical_time(moment: datetime) -> str:
