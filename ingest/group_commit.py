@@ -110,7 +110,12 @@ class GroupCommitWriter:
         future: asyncio.Future[Outcome] = loop.create_future()
         self.queue.put_nowait(_Pending(envelope, future, now, deadline - DEADLINE_MARGIN_SECONDS))
         self._arrivals.append(now)
-        return await future
+        try:
+            # The writer answers by deadline - margin; this is the backstop if it cannot.
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            raise Unavailable from None
 
     def oldest_waiting(self) -> float | None:
         """The arrival (loop time) of the oldest item not yet answered: queued or being written."""
@@ -119,12 +124,21 @@ class GroupCommitWriter:
         return min(candidates) if candidates else None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [self._get(await self.queue.get())]
             self._take_waiting(batch)
-            if len(batch) < self.max_rows and self.max_wait > 0:
-                await asyncio.sleep(self.max_wait)
+            # Gather while requests keep arriving, for at most max_wait: one turn of the
+            # loop that brings nothing new means the rest are not ready yet, and waiting
+            # on would leave the process idle with its batch in hand. (While a batch is
+            # being written, the next one gathers in the queue anyway.)
+            gather_until = loop.time() + self.max_wait
+            while len(batch) < self.max_rows and loop.time() < gather_until:
+                size = len(batch)
+                await asyncio.sleep(0)
                 self._take_waiting(batch)
+                if len(batch) == size:
+                    break
             self._batch_arrived = min(p.arrived for p in batch)
             try:
                 await self._commit(batch)
