@@ -460,6 +460,20 @@ def test_the_embedded_defaults_mail_files_are_deleted_after_a_week(tmp_path):
     assert not old.exists() and new.exists()
 
 
+def test_under_request_load_the_mailer_takes_turns_and_when_quiet_it_goes_on(tmp_path):
+    from ingest.mail.mailer import MAIL_YIELD, Mailer
+    from ingest.mail.transport import FileTransport
+
+    load = {"busy": True}
+    mailer = Mailer(make_config(), None, "", FileTransport(tmp_path), busy=lambda: load["busy"])  # type: ignore[arg-type]
+    poll = mailer.settings.poll_seconds
+    assert mailer.pause_after(tried=20, took=0.05) == pytest.approx(0.05 * MAIL_YIELD)  # mail waits its turn
+    assert mailer.pause_after(tried=20, took=60.0) == poll  # never longer than a poll
+    assert mailer.pause_after(tried=0, took=0.01) == poll  # nothing due: poll
+    load["busy"] = False
+    assert mailer.pause_after(tried=20, took=0.05) == 0.0  # quiet: the next round at once
+
+
 async def test_without_smtp_the_mails_are_files_and_the_start_up_log_says_where(make_client, log_output, db):
     import os
     from pathlib import Path

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -38,6 +39,7 @@ log = structlog.get_logger("ingest.mail")
 BACKOFF = (1, 4, 20, 60, 120, 360, 720, 1440, 1440)
 MAX_ATTEMPTS = len(BACKOFF) + 1
 BATCH = 20
+MAIL_YIELD = 3  # under request load, mail gets at most a quarter of the process (pause_after)
 SEND_SECONDS = 35.0  # one hand-over at most (the SMTP timeout is 30 s): a lease covers its batch
 # The .eml files of the embedded default hold addresses: kept a week, then deleted.
 FILE_MAIL_DAYS = 7
@@ -73,6 +75,7 @@ class Mailer:
         pepper: str,
         transport: Transport,
         metrics: Metrics | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -80,6 +83,7 @@ class Mailer:
         self.transport = transport
         self.metrics = metrics
         self.settings = config.mail
+        self.busy = busy  # whether requests are in progress in this process
 
     async def run_once(self) -> int:
         """One round: lease due mails, send each, record the outcome; return how many were tried."""
@@ -153,12 +157,28 @@ class Mailer:
             if swept is None or time.monotonic() - swept > FILE_SWEEP_SECONDS:
                 swept = time.monotonic()
                 await asyncio.to_thread(self.sweep_files)
+            started = time.monotonic()
             try:
                 tried = await self.run_once()
                 await self.refresh_gauges()
             except Exception as exc:  # noqa: BLE001 - the loop outlives a failed round (DB away, failover)
                 log.warning("mailer_round_failed", exc_type=type(exc).__name__)
                 tried = 0
-            if not tried:
+            pause = self.pause_after(tried, time.monotonic() - started)
+            if pause:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_seconds)
+                    await asyncio.wait_for(stop.wait(), pause)
+
+    def pause_after(self, tried: int, took: float) -> float:
+        """How long to wait before the next round: a poll when nothing was due.
+
+        While requests are in progress, a round that sent mail is followed by a pause
+        MAIL_YIELD times its own length: mail then takes at most 1/(1 + MAIL_YIELD) of
+        the process under load, and a burst of submissions is not slowed by the mails
+        it causes (they wait in the outbox, which keeps them, and go when it is quiet).
+        """
+        if not tried:
+            return self.settings.poll_seconds
+        if self.busy is not None and self.busy():
+            return min(self.settings.poll_seconds, took * MAIL_YIELD)
+        return 0.0

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ingest.mail.mailer import Mailer, transport_for
 from ingest.mail.transport import FileTransport
-from ingest.web.keys import CONFIG, METRICS, PEPPER, POOL
+from ingest.web.keys import CONFIG, LIMITER, METRICS, PEPPER, POOL
 
 log = structlog.get_logger("ingest.mail")
 STOP_SECONDS = 5.0
@@ -26,7 +26,10 @@ async def mailing(app: web.Application) -> AsyncIterator[None]:
         log.warning("mail_written_as_files", directory=str(transport.directory))
     else:
         log.info("mail_via_smtp", host=config.mail.smtp_host, port=config.mail.smtp_port)
-    mailer = Mailer(config, app[POOL], app[PEPPER], transport, app[METRICS])
+    limiter = app[LIMITER]
+    mailer = Mailer(
+        config, app[POOL], app[PEPPER], transport, app[METRICS], busy=lambda: limiter.concurrency.active > 0
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(mailer.run(stop))
     yield
