@@ -14,11 +14,12 @@ from aiohttp import web
 from ingest.adapters import check_sources
 from ingest.config import Config
 from ingest.group_commit import GroupCommitWriter
+from ingest.logs import RepeatLimiter
 from ingest.metrics import create_metrics
 from ingest.service import IngestService
 from ingest.store.startup import sync_consent_texts
 from ingest.web import access_pages, admin, form_page, health, intake, link_pages, pages
-from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, SERVICE
+from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, REFUSAL_LOG, SERVICE
 from ingest.web.limits import Limiter
 from ingest.web.mailing import mailing
 from ingest.web.maintenance import maintenance
@@ -27,6 +28,7 @@ from ingest.web.openapi import build_spec
 
 log = structlog.get_logger("ingest.app")
 
+REFUSAL_LINES_PER_SECOND = 20  # per kind (route, status, error) and worker; the rest counted
 POOL_CLOSE_SECONDS = 5.0  # at shutdown; past it, connections are terminated
 
 
@@ -45,8 +47,8 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
         auth_failures_per_minute=limits.auth_failures_per_client_per_minute,
         max_concurrent_per_client=limits.max_concurrent_per_client,
     )
-    app.on_response_prepare.append(_hide_server_header)
-    app.on_response_prepare.append(_browser_headers(config))
+    app[REFUSAL_LOG] = RepeatLimiter(REFUSAL_LINES_PER_SECOND)
+    app.on_response_prepare.append(_response_headers(config))  # one hook: it runs on every answer
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(maintenance)
     app.cleanup_ctx.append(mailing)
@@ -66,11 +68,6 @@ def create_app(config: Config, dsn: str, pepper: str) -> web.Application:
 
     app.router.add_get("/openapi.json", openapi)
     return app
-
-
-async def _hide_server_header(_: web.Request, response: web.StreamResponse) -> None:
-    # Do not advertise the framework and Python versions to scanners.
-    response.headers["Server"] = "qualitydesk-ingest"
 
 
 _PageHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
@@ -103,8 +100,8 @@ def _csp(form_targets: Iterable[str]) -> str:
     )
 
 
-def _browser_headers(config: Config) -> _PageHook:
-    """A response hook: nosniff everywhere; CSP, frame and referrer policy on every HTML page."""
+def _response_headers(config: Config) -> _PageHook:
+    """A response hook: our own Server name and nosniff everywhere; CSP, frame and referrer policy on HTML."""
     default = _csp(())
     per_source = {
         name: _csp(o for o in map(_origin, (source.success_url, source.error_url)) if o)
@@ -113,6 +110,8 @@ def _browser_headers(config: Config) -> _PageHook:
     }
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        # Do not advertise the framework and Python versions to scanners.
+        response.headers["Server"] = "qualitydesk-ingest"
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if response.content_type != "text/html":
             return
