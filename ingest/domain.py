@@ -150,3 +150,6 @@ class Outcome:
     status: Literal["created", "duplicate", "ignored", "updated"]
     submission_id: uuid.UUID | None = None
     reason: str | None = None
+    # Answered like a success to a bot (a filled honeypot, a form sent too fast); nothing
+    # stored. Counted and logged as a decoy, never as created.
+    decoy: bool = False

@@ -55,7 +55,7 @@ def create_metrics() -> Metrics:
         registry=registry,
         submissions=Counter(
             "ingest_submissions",
-            "Deliveries by source, channel and outcome (created, duplicate, ignored, rejected_<code>)",
+            "Deliveries by source, channel and outcome (created, duplicate, ignored, decoy, rejected_<code>)",
             ["source", "channel", "outcome"],
             registry=registry,
         ),

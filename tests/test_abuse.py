@@ -144,10 +144,10 @@ def _delivery(address: str, *, valid: bool) -> tuple[bytes, dict[str, str]]:
 
 
 async def test_a_flood_of_wrongly_signed_requests_does_not_429_the_real_sender(make_client, db):
-    # The default limits (500 a second per source); only the proxy hop is trusted, to tell
+    # A source budget of 50 a second (a burst of 50); only the proxy hop is trusted, to tell
     # the two addresses apart. The flood used to spend partner-forms' tokens before its
     # signature was checked, and most of the partner's own deliveries got 429.
-    client = await make_client(config_with(trusted_proxy_hops=1))
+    client = await make_client(config_with(trusted_proxy_hops=1, rate_per_source_per_second=50))
     flooding = True
     flood_statuses: list[int] = []
 
@@ -166,7 +166,7 @@ async def test_a_flood_of_wrongly_signed_requests_does_not_429_the_real_sender(m
     finally:
         flooding = False
         await asyncio.gather(*flooders)
-    assert len(flood_statuses) > 500  # more than the source's whole burst
+    assert len(flood_statuses) > 50  # more than the source's whole burst (slowed once locked out)
     assert set(flood_statuses) <= {401, 429}
     assert legitimate == [201] * 40
     assert await db.fetchval("SELECT count(*) FROM crm.contacts") == 40
@@ -215,6 +215,32 @@ async def test_a_locked_out_address_is_refused_before_its_body_is_read(make_clie
     writer.close()
     assert answer.startswith(b"HTTP/1.1 429")
     assert b"Retry-After:" in answer
+
+
+async def test_a_locked_out_address_waits_for_its_429s_and_others_do_not(make_client):
+    from ingest.web.intake import AUTH_FAILURE_TARPIT_SECONDS
+
+    client = await make_client(config_with(trusted_proxy_hops=1, auth_failures_per_client_per_minute=2))
+    for _ in range(2):
+        body, headers = _delivery(FLOODER, valid=False)
+        assert (await client.post(PARTNER_URL, data=body, headers=headers)).status == 401
+
+    async def timed(address: str, *, valid: bool) -> tuple[int, float]:
+        body, headers = _delivery(address, valid=valid)
+        started = time.monotonic()
+        response = await client.post(PARTNER_URL, data=body, headers=headers)
+        return response.status, time.monotonic() - started
+
+    # A flood from the locked-out address is held (each answer waits), while a
+    # legitimate sender's delivery in the middle of it is answered at once.
+    flood = [asyncio.ensure_future(timed(FLOODER, valid=False)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    status, legit_took = await timed(LEGITIMATE, valid=True)
+    refused = await asyncio.gather(*flood)
+    assert status == 201
+    assert legit_took < AUTH_FAILURE_TARPIT_SECONDS
+    assert [s for s, _ in refused] == [429] * 10
+    assert min(took for _, took in refused) >= AUTH_FAILURE_TARPIT_SECONDS
 
 
 async def _trickle(port: int, address: str, held: float) -> bytes:

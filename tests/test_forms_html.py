@@ -84,6 +84,22 @@ async def test_a_filled_honeypot_looks_like_success_but_stores_nothing(client, d
     assert await db.fetchval("SELECT count(*) FROM ingest.contacts") == 0
 
 
+async def test_a_filled_honeypot_is_counted_and_logged_as_a_decoy_never_as_created(client, log_output):
+    response = await client.post(URL, data=FORM | {"_gotcha": "http://spam"}, headers=JSON)
+    assert response.status == 201  # the bot still sees a success
+    metrics = await (await client.get("/metrics")).text()
+    outcomes = {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ingest_submissions_total{")
+    }
+    assert outcomes == {"decoy": 1.0}
+    [line] = [
+        json.loads(x) for x in log_output.getvalue().splitlines() if '"route": "/v1/{kind}/{source}"' in x
+    ]
+    assert (line["outcome"], line["reason"], line["status"]) == ("decoy", "honeypot", 201)
+
+
 async def test_a_filled_honeypot_redirects_a_browser_like_success(client, db):
     response = await client.post(URL, data=FORM | {"_gotcha": "x"}, headers=BROWSER, allow_redirects=False)
     assert response.status == 303

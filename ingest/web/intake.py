@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,6 +36,9 @@ from ingest.web.keys import (
 )
 
 MAX_QUERY_PARAMETERS = 50
+# How long an address past its failed-authentication budget waits for its 429 (refuse_slowly);
+# well inside every request deadline (at least 0.5 s).
+AUTH_FAILURE_TARPIT_SECONDS = 0.25
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
 
 
@@ -96,6 +100,23 @@ def check_rate(request: web.Request, source: Source, client: str) -> None:
         limiter.auth_failures.check(client)
 
 
+async def refuse_slowly(request: web.Request, source: Source, client: str) -> None:
+    """`check_rate`, where an address past its failed-authentication budget waits for its 429.
+
+    The wait (AUTH_FAILURE_TARPIT_SECONDS) holds one of the address's own slots
+    (max_concurrent_per_client) and none of the worker's: a sender flooding with bad
+    signatures at full speed is slowed to a few requests a second per connection
+    (beyond its slots it gets 429 at once), and the CPU it would have spent goes to
+    everyone else. Browsers (html sources) are never made to wait.
+    """
+    try:
+        check_rate(request, source, client)
+    except errors.RateLimited:
+        if source.format != "html":
+            await asyncio.sleep(AUTH_FAILURE_TARPIT_SECONDS)
+        raise
+
+
 async def receive(request: web.Request) -> web.StreamResponse:
     """Handle one delivery from a form or chat source."""
     source = resolve_source(request)
@@ -105,7 +126,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     try:
         # The per-address cap first: an address over it takes none of the worker's slots.
         with limiter.per_client_concurrency.hold(client):
-            check_rate(request, source, client)
+            await refuse_slowly(request, source, client)
             with limiter.concurrency:
                 outcomes = await _process(request, source, client)
     except errors.IngestError as exc:
@@ -120,11 +141,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 return _see_other(f"{source.error_url}{separator}{urlencode({'error': exc.code})}")
             return error_page(request, source, exc)
         raise
-    metrics = request.app[METRICS]
-    for outcome in outcomes:
-        metrics.child(metrics.submissions, source.name, source.channel, outcome.status).inc()
-        if outcome.status == "ignored":
-            metrics.child(metrics.ignored, source.name, outcome.reason or "unspecified").inc()
+    _count(request, source, outcomes)
     headers = _cors_headers(request, source) if source.format == "html" else {}
     if len(outcomes) != 1:
         request[LOG_INFO].update(outcome="batch", count=len(outcomes))
@@ -132,13 +149,29 @@ async def receive(request: web.Request) -> web.StreamResponse:
             {"status": "processed", "results": [_outcome_body(o) for o in outcomes]}, headers=headers
         )
     outcome = outcomes[0]
-    request[LOG_INFO]["outcome"] = outcome.status
+    request[LOG_INFO].update(_kind(outcome))
     if browser and outcome.status in ("created", "duplicate"):
         if source.success_url and not _stays_local(request):
             return _see_other(source.success_url)
         return thanks_page(request.app[CONFIG])
     status = ADAPTERS[source.format].success_status or _STATUS[outcome.status]
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
+
+
+def _kind(outcome: Outcome) -> dict[str, str | None]:
+    """How an outcome is counted and logged: a decoy (a bot answered like a success) apart."""
+    if outcome.decoy:
+        return {"outcome": "decoy", "reason": outcome.reason}
+    return {"outcome": outcome.status}
+
+
+def _count(request: web.Request, source: Source, outcomes: list[Outcome]) -> None:
+    metrics = request.app[METRICS]
+    for outcome in outcomes:
+        counted = "decoy" if outcome.decoy else outcome.status
+        metrics.child(metrics.submissions, source.name, source.channel, counted).inc()
+        if outcome.status == "ignored":
+            metrics.child(metrics.ignored, source.name, outcome.reason or "unspecified").inc()
 
 
 async def _process(request: web.Request, source: Source, client: str) -> list[Outcome]:
@@ -206,7 +239,7 @@ async def _accept(
     if isinstance(item, Ignored):
         if item.looks_like_success:
             # Honeypot: answer like a success with an id that was never stored.
-            return Outcome("created", submission_id=uuid.uuid4(), reason=item.reason)
+            return Outcome("created", submission_id=uuid.uuid4(), reason=item.reason, decoy=True)
         return Outcome("ignored", reason=item.reason)
     try:
         outcome: Outcome = await service.accept(source, item, received_at, deadline)

@@ -103,8 +103,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics = request.app[METRICS]
         metrics.child(metrics.requests, route, str(status)).inc()
         metrics.child(metrics.latency, route).observe(elapsed)
-        if status >= 400:  # noqa: PLR2004 - a refusal: a flood of them is logged in part
-            suppressed = request.app[REFUSAL_LOG].allow((route, status, info.get("error")))
+        if status >= 400 or info.get("outcome") == "decoy":  # noqa: PLR2004 - a flood of them is logged in part
+            suppressed = request.app[REFUSAL_LOG].allow(
+                (route, status, info.get("error"), info.get("reason"))
+            )
             if suppressed is not None:
                 if suppressed:
                     info["suppressed"] = suppressed
