@@ -45,6 +45,7 @@ SHUTDOWN_TIMEOUT_SECONDS = 30  # SIGTERM: in-flight requests and the writer's dr
 KEEPALIVE_SECONDS = 75  # aiohttp's own default (gunicorn's 2 s is meant for a proxy in front)
 BACKLOG = 2048  # gunicorn's default
 POOL_SAMPLE_SECONDS = 1.0
+GC_YOUNG_THRESHOLD = 20_000  # container allocations between young collections (Python: 700)
 # gunicorn's arbiter stops the whole service when a worker exits with this code.
 WORKER_BOOT_ERROR = 3
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -227,9 +228,14 @@ async def _freeze_startup_heap(_: web.Application) -> None:
 
     Those objects live as long as the process; without this every full collection walks
     them all, a pause of tens of milliseconds under load that lands on p99 latency.
+    A request's objects die with it (by reference count): the young generation is
+    collected after GC_YOUNG_THRESHOLD allocations rather than Python's 700, so they
+    are not collected (and promoted) while still in use, mid-request.
     """
     gc.collect()
     gc.freeze()
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 async def _sample_pool(app: web.Application) -> AsyncIterator[None]:
