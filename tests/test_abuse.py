@@ -218,7 +218,7 @@ async def test_a_locked_out_address_is_refused_before_its_body_is_read(make_clie
 
 
 async def test_a_locked_out_address_waits_for_its_429s_and_others_do_not(make_client):
-    from ingest.web.intake import AUTH_FAILURE_TARPIT_SECONDS
+    from ingest.web.limits import TARPIT_PER_CLIENT, TARPIT_SECONDS
 
     client = await make_client(config_with(trusted_proxy_hops=1, auth_failures_per_client_per_minute=2))
     for _ in range(2):
@@ -233,14 +233,46 @@ async def test_a_locked_out_address_waits_for_its_429s_and_others_do_not(make_cl
 
     # A flood from the locked-out address is held (each answer waits), while a
     # legitimate sender's delivery in the middle of it is answered at once.
-    flood = [asyncio.ensure_future(timed(FLOODER, valid=False)) for _ in range(10)]
+    flood = [asyncio.ensure_future(timed(FLOODER, valid=False)) for _ in range(TARPIT_PER_CLIENT)]
     await asyncio.sleep(0.05)
     status, legit_took = await timed(LEGITIMATE, valid=True)
     refused = await asyncio.gather(*flood)
     assert status == 201
-    assert legit_took < AUTH_FAILURE_TARPIT_SECONDS
-    assert [s for s, _ in refused] == [429] * 10
-    assert min(took for _, took in refused) >= AUTH_FAILURE_TARPIT_SECONDS
+    assert legit_took < TARPIT_SECONDS
+    assert [s for s, _ in refused] == [429] * TARPIT_PER_CLIENT
+    assert min(took for _, took in refused) >= TARPIT_SECONDS
+
+
+async def test_a_locked_out_address_waiting_for_its_429s_holds_none_of_its_browser_forms_slots(make_client):
+    from ingest.web.limits import TARPIT_PER_CLIENT, TARPIT_SECONDS
+
+    # Each address may hold 4 requests open; the locked-out one floods with more than that.
+    client = await make_client(
+        config_with(trusted_proxy_hops=1, auth_failures_per_client_per_minute=2, max_concurrent_per_client=4)
+    )
+    for _ in range(2):
+        body, headers = _delivery(FLOODER, valid=False)
+        assert (await client.post(PARTNER_URL, data=body, headers=headers)).status == 401
+
+    async def refused() -> tuple[int, float]:
+        body, headers = _delivery(FLOODER, valid=False)
+        started = time.monotonic()
+        response = await client.post(PARTNER_URL, data=body, headers=headers)
+        return response.status, time.monotonic() - started
+
+    flood = [asyncio.ensure_future(refused()) for _ in range(2 * TARPIT_PER_CLIENT)]
+    await asyncio.sleep(0.05)  # the flood is waiting in the tarpit
+    # The same address's browser form still gets a slot (and its own answer).
+    form = await client.post(
+        URL,
+        data={"email": "person@example.fi"},
+        headers={"Origin": ORIGIN, "Accept": "application/json", "X-Forwarded-For": FLOODER},
+    )
+    answers = await asyncio.gather(*flood)
+    assert form.status == 201
+    assert {status for status, _ in answers} == {429}
+    waited = [took for _, took in answers if took >= TARPIT_SECONDS]
+    assert len(waited) == TARPIT_PER_CLIENT  # the tarpit's places for one address; the rest at once
 
 
 async def _trickle(port: int, address: str, held: float) -> bytes:

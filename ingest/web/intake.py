@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -36,9 +35,6 @@ from ingest.web.keys import (
 )
 
 MAX_QUERY_PARAMETERS = 50
-# How long an address past its failed-authentication budget waits for its 429 (refuse_slowly);
-# well inside every request deadline (at least 0.5 s).
-AUTH_FAILURE_TARPIT_SECONDS = 0.25
 _STATUS = {"created": 201, "duplicate": 200, "updated": 200, "ignored": 202}
 
 
@@ -100,35 +96,39 @@ def check_rate(request: web.Request, source: Source, client: str) -> None:
         limiter.auth_failures.check(client)
 
 
-async def refuse_slowly(request: web.Request, source: Source, client: str) -> None:
-    """`check_rate`, where an address past its failed-authentication budget waits for its 429.
+async def _admitted(request: web.Request, source: Source, client: str) -> list[Outcome]:
+    """Take the address's and the worker's slots, check the limits, and process the delivery.
 
-    The wait (AUTH_FAILURE_TARPIT_SECONDS) holds one of the address's own slots
-    (max_concurrent_per_client) and none of the worker's: a sender flooding with bad
-    signatures at full speed is slowed to a few requests a second per connection
-    (beyond its slots it gets 429 at once), and the CPU it would have spent goes to
-    everyone else. Browsers (html sources) are never made to wait.
+    An address past its failed-authentication budget gets its 429 only after a wait
+    in the tarpit (limits.Tarpit), taken after its slots are given back: a sender
+    flooding with bad signatures at full speed is slowed, and neither the worker's
+    slots nor the address's (shared with its browser forms) are held meanwhile.
+    Browsers (html sources) are never made to wait.
     """
+    limiter = request.app[LIMITER]
+    locked_out = False
     try:
-        check_rate(request, source, client)
-    except errors.RateLimited:
-        if source.format != "html":
-            await asyncio.sleep(AUTH_FAILURE_TARPIT_SECONDS)
-        raise
+        # The per-address cap first: an address over it takes none of the worker's slots.
+        with limiter.per_client_concurrency.hold(client):
+            try:
+                check_rate(request, source, client)
+            except errors.RateLimited:
+                locked_out = source.format != "html"
+                raise
+            with limiter.concurrency:
+                return await _process(request, source, client)
+    finally:
+        if locked_out:
+            await limiter.tarpit.wait(client)
 
 
 async def receive(request: web.Request) -> web.StreamResponse:
     """Handle one delivery from a form or chat source."""
     source = resolve_source(request)
     browser = source.format == "html" and wants_html(request)
-    limiter = request.app[LIMITER]
     client = client_address(request, request.app[CONFIG].limits.trusted_proxy_hops)
     try:
-        # The per-address cap first: an address over it takes none of the worker's slots.
-        with limiter.per_client_concurrency.hold(client):
-            await refuse_slowly(request, source, client)
-            with limiter.concurrency:
-                outcomes = await _process(request, source, client)
+        outcomes = await _admitted(request, source, client)
     except errors.IngestError as exc:
         metrics = request.app[METRICS]
         metrics.child(metrics.submissions, source.name, source.channel, f"rejected_{exc.code}").inc()

@@ -6,6 +6,7 @@ stored; buckets that have refilled are dropped, so memory stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -15,6 +16,11 @@ from dataclasses import dataclass
 from ingest.errors import RateLimited, Unavailable
 
 MAX_BUCKETS = 100_000
+# A locked-out address's 429 waits this long (well inside every request deadline, at
+# least 0.5 s), for at most this many of its requests at once, and this many per worker.
+TARPIT_SECONDS = 0.25
+TARPIT_PER_CLIENT = 8
+TARPIT_TOTAL = 256
 
 
 @dataclass(slots=True)
@@ -121,6 +127,40 @@ class ClientCap:
                 del self.active[key]
 
 
+class Tarpit:
+    """Where an address locked out for failed authentication waits before its 429.
+
+    At most `per_key` requests of one address and `total` of the worker wait; the rest
+    are answered at once. The waiting holds no request slot (neither the worker's nor
+    the address's, which its browser forms share), so it slows a closed-loop flood
+    without costing anyone else a place.
+    """
+
+    def __init__(self, seconds: float, per_key: int, total: int) -> None:
+        self.seconds = seconds
+        self.per_key = per_key
+        self.total = total
+        self.waiting: dict[str, int] = {}
+        self.count = 0
+
+    async def wait(self, key: str) -> None:
+        """Wait `seconds`, or not at all when the address's or the worker's places are taken."""
+        held = self.waiting.get(key, 0)
+        if held >= self.per_key or self.count >= self.total:
+            return
+        self.waiting[key] = held + 1
+        self.count += 1
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.count -= 1
+            left = self.waiting[key] - 1
+            if left:
+                self.waiting[key] = left
+            else:
+                del self.waiting[key]
+
+
 ACCESS_PER_ADDRESS_PER_HOUR = 3
 ACCESS_PER_CLIENT_PER_HOUR = 20
 ACCESS_PER_CLIENT_BURST = 5
@@ -148,6 +188,8 @@ class Limiter:
         # Intake and the admin API count apart, so neither locks the other out.
         self.auth_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
         self.admin_failures = TokenBuckets(auth_failures_per_minute / 60, burst=auth_failures_per_minute)
+        # An address past that budget waits for its 429s (intake, signed sources).
+        self.tarpit = Tarpit(TARPIT_SECONDS, TARPIT_PER_CLIENT, TARPIT_TOTAL)
         # The self-service access page mails a link: a few an hour per address (whether or
         # not it is known, so the limit tells nothing) and per client address.
         self.access_per_address = TokenBuckets(
