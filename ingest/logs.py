@@ -56,7 +56,6 @@ ALLOWED_KEYS = frozenset(
         "directory",  # where the embedded default writes its mails (a path, not a person's)
         "mail_id",
         "attempts",
-        "suppressed",  # refusal lines of the same kind left out since the last one (RepeatLimiter)
     }
 )
 
@@ -150,33 +149,49 @@ class LibraryHandler(logging.Handler):
 
 
 class RepeatLimiter:
-    """At most `per_second` log lines a second of each kind; the next one says how many were left out.
+    """At most `per_second` log lines a second of each kind; a count of the rest once the second is over.
 
     A flood of refused requests (bad signatures, unknown sources, rate limits) would
     otherwise write a line for each: the logs would grow as fast as an attacker sends,
     and writing them would cost more than refusing. Kinds are a closed set (route,
-    status, error code). Every refusal is still counted in /metrics.
+    status, error and reason codes, source name). Every refusal is still counted in
+    /metrics; the lines left out in a second are reported by `ended` afterwards.
     """
 
     def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_second = per_second
         self._clock = clock
-        self._window = -1
+        self._window = int(clock())
         self._used: dict[Hashable, int] = {}
-        self._suppressed: dict[Hashable, int] = {}
+        self._left_out: dict[Hashable, int] = {}  # in the current second
+        self._ended: dict[Hashable, int] = {}  # in seconds that are over, not yet reported
 
-    def allow(self, kind: Hashable) -> int | None:
-        """None: leave this line out. Else how many lines of `kind` were left out before it."""
+    def allow(self, kind: Hashable) -> bool:
+        """Whether a line of `kind` may be written now (else it is counted as left out)."""
+        self._roll()
+        used = self._used.get(kind, 0)
+        if used >= self.per_second:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return False
+        self._used[kind] = used + 1
+        return True
+
+    def ended(self) -> dict[Hashable, int]:
+        """How many lines of each kind were left out in the seconds now over (each told once)."""
+        self._roll()
+        if not self._ended:
+            return {}
+        ended, self._ended = self._ended, {}
+        return ended
+
+    def _roll(self) -> None:
         window = int(self._clock())
         if window != self._window:
             self._window = window
             self._used.clear()
-        used = self._used.get(kind, 0)
-        if used >= self.per_second:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return None
-        self._used[kind] = used + 1
-        return self._suppressed.pop(kind, 0)
+            for kind, count in self._left_out.items():
+                self._ended[kind] = self._ended.get(kind, 0) + count
+            self._left_out.clear()
 
 
 def where(exc: BaseException) -> str:

@@ -79,6 +79,19 @@ def _log_request(request: web.Request, route: str, status: int, elapsed: float, 
     )
 
 
+def _log_left_out(kind: Any, count: int) -> None:
+    route, status, error, reason, source = kind
+    log.warning(
+        "requests_not_logged",
+        route=route,
+        status=status,
+        error=error,
+        reason=reason,
+        source=source,
+        count=count,
+    )
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, render errors as JSON, count and log the request once."""
@@ -103,14 +116,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics = request.app[METRICS]
         metrics.child(metrics.requests, route, str(status)).inc()
         metrics.child(metrics.latency, route).observe(elapsed)
+        refusals = request.app[REFUSAL_LOG]
         if status >= 400 or info.get("outcome") == "decoy":  # noqa: PLR2004 - a flood of them is logged in part
-            suppressed = request.app[REFUSAL_LOG].allow(
-                (route, status, info.get("error"), info.get("reason"))
-            )
-            if suppressed is not None:
-                if suppressed:
-                    info["suppressed"] = suppressed
+            kind = (route, status, info.get("error"), info.get("reason"), info.get("source"))
+            if refusals.allow(kind):
                 _log_request(request, route, status, elapsed, info)
         elif route not in QUIET_ROUTES:
             _log_request(request, route, status, elapsed, info)
+        for left_out, count in refusals.ended().items():
+            _log_left_out(left_out, count)
         structlog.contextvars.unbind_contextvars("request_id")
