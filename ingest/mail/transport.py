@@ -114,7 +114,11 @@ class SmtpTransport:
             hostname=settings.host,
             port=settings.port,
             local_hostname=settings.local_hostname,
-            timeout=settings.timeout_seconds,
+            # No timeouts of aiosmtplib's own: they use asyncio.wait_for, which on Python
+            # 3.11 can drop a connection it has just made when its timer fires at that
+            # moment (the transport is then left to the garbage collector). The whole
+            # exchange is bounded below by one asyncio.timeout, which cancels cleanly.
+            timeout=None,
             use_tls=settings.security == "tls",
             # True: refuse to go on in clear when the server offers no STARTTLS.
             start_tls=settings.security == "starttls",
@@ -132,12 +136,26 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError) as exc:  # OSError: refused, reset, TLS, timeouts
             raise _failure(exc) from None  # the cause's text may name the recipient
         finally:
-            client.close()  # on every path: no connection left for the garbage collector
+            await _closed(client)  # on every path: no connection left for the garbage collector
         if refused:
             # Some recipients accepted, some refused (a mail here has one): judged by the refused codes,
             # so a retry after a 4xx would send the accepted ones a second copy.
             errors = [aiosmtplib.SMTPRecipientRefused(code, "", "") for code, _ in refused.values()]
             raise _failure(aiosmtplib.SMTPRecipientsRefused(errors))
+
+
+async def _closed(client: aiosmtplib.SMTP) -> None:
+    """Close the client's connection now, and let the loop finish closing it.
+
+    A transport closes its socket on the loop's next turn; aborted (nothing of ours is
+    left to send: QUIT has been answered, or the exchange failed), a TLS one too, without
+    waiting for the peer. One turn later the socket is closed, even if the loop then stops.
+    """
+    transport = client.transport
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport.abort()
+    client.close()
+    await asyncio.sleep(0)
 
 
 def _file_name(message_id: str) -> str:
