@@ -464,14 +464,30 @@ def test_under_request_load_the_mailer_takes_turns_and_when_quiet_it_goes_on(tmp
     from ingest.mail.mailer import MAIL_YIELD, Mailer
     from ingest.mail.transport import FileTransport
 
-    load = {"busy": True}
-    mailer = Mailer(make_config(), None, "", FileTransport(tmp_path), busy=lambda: load["busy"])  # type: ignore[arg-type]
+    mailer = Mailer(make_config(), None, "", FileTransport(tmp_path))  # type: ignore[arg-type]
     poll = mailer.settings.poll_seconds
-    assert mailer.pause_after(tried=20, took=0.05) == pytest.approx(0.05 * MAIL_YIELD)  # mail waits its turn
-    assert mailer.pause_after(tried=20, took=60.0) == poll  # never longer than a poll
-    assert mailer.pause_after(tried=0, took=0.01) == poll  # nothing due: poll
-    load["busy"] = False
-    assert mailer.pause_after(tried=20, took=0.05) == 0.0  # quiet: the next round at once
+    assert mailer.pause_after(20, 0.05, busy=True) == pytest.approx(0.05 * MAIL_YIELD)  # mail waits its turn
+    assert mailer.pause_after(20, 60.0, busy=True) == poll  # never longer than a poll
+    assert mailer.pause_after(0, 0.01, busy=False) == poll  # nothing due: poll
+    assert mailer.pause_after(20, 0.05, busy=False) == 0.0  # quiet: the next round at once
+
+
+async def test_the_loop_is_busy_when_ready_work_holds_it_not_when_requests_merely_wait():
+    from ingest.mail.mailer import BUSY_TURN_SECONDS, loop_is_busy
+
+    waiting = [asyncio.ensure_future(asyncio.sleep(1)) for _ in range(50)]  # in progress, not ready
+    assert await loop_is_busy() is False
+
+    async def hog() -> None:  # ready work that holds the loop, as a request's CPU does
+        until = time.monotonic() + BUSY_TURN_SECONDS * 2
+        while time.monotonic() < until:
+            pass
+
+    hogging = asyncio.ensure_future(hog())
+    assert await loop_is_busy() is True
+    await hogging
+    for task in waiting:
+        task.cancel()
 
 
 async def test_without_smtp_the_mails_are_files_and_the_start_up_log_says_where(make_client, log_output, db):

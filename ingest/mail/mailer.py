@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -40,6 +40,7 @@ BACKOFF = (1, 4, 20, 60, 120, 360, 720, 1440, 1440)
 MAX_ATTEMPTS = len(BACKOFF) + 1
 BATCH = 20
 MAIL_YIELD = 3  # under request load, mail gets at most a quarter of the process (pause_after)
+BUSY_TURN_SECONDS = 0.005  # an event loop turn longer than this: requests wait for the CPU
 SEND_SECONDS = 35.0  # one hand-over at most (the SMTP timeout is 30 s): a lease covers its batch
 # The .eml files of the embedded default hold addresses: kept a week, then deleted.
 FILE_MAIL_DAYS = 7
@@ -75,7 +76,7 @@ class Mailer:
         pepper: str,
         transport: Transport,
         metrics: Metrics | None = None,
-        busy: Callable[[], bool] | None = None,
+        busy: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -83,7 +84,7 @@ class Mailer:
         self.transport = transport
         self.metrics = metrics
         self.settings = config.mail
-        self.busy = busy  # whether requests are in progress in this process
+        self.busy = busy  # whether this process is busy serving requests (loop_is_busy)
 
     async def run_once(self) -> int:
         """One round: lease due mails, send each, record the outcome; return how many were tried."""
@@ -164,21 +165,36 @@ class Mailer:
             except Exception as exc:  # noqa: BLE001 - the loop outlives a failed round (DB away, failover)
                 log.warning("mailer_round_failed", exc_type=type(exc).__name__)
                 tried = 0
-            pause = self.pause_after(tried, time.monotonic() - started)
+            took = time.monotonic() - started
+            busy = bool(tried) and self.busy is not None and await self.busy()
+            pause = self.pause_after(tried, took, busy=busy)
             if pause:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
 
-    def pause_after(self, tried: int, took: float) -> float:
+    def pause_after(self, tried: int, took: float, *, busy: bool) -> float:
         """How long to wait before the next round: a poll when nothing was due.
 
-        While requests are in progress, a round that sent mail is followed by a pause
-        MAIL_YIELD times its own length: mail then takes at most 1/(1 + MAIL_YIELD) of
-        the process under load, and a burst of submissions is not slowed by the mails
-        it causes (they wait in the outbox, which keeps them, and go when it is quiet).
+        While the process is busy serving requests, a round that sent mail is followed
+        by a pause MAIL_YIELD times its own length: mail then takes at most
+        1/(1 + MAIL_YIELD) of the process under load, and a burst of submissions is not
+        slowed by the mails it causes (they wait in the outbox, which keeps them, and go
+        when it is quiet).
         """
         if not tried:
             return self.settings.poll_seconds
-        if self.busy is not None and self.busy():
+        if busy:
             return min(self.settings.poll_seconds, took * MAIL_YIELD)
         return 0.0
+
+
+async def loop_is_busy() -> bool:
+    """Whether one turn of the event loop takes longer than BUSY_TURN_SECONDS.
+
+    A turn runs every request that is ready: a long one means requests are waiting
+    for the CPU. Requests merely in progress (a slow upload, a wait on the database)
+    make no turn long, so they do not slow the mail.
+    """
+    started = time.monotonic()
+    await asyncio.sleep(0)
+    return time.monotonic() - started > BUSY_TURN_SECONDS

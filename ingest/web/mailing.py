@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from ingest.mail.mailer import Mailer, transport_for
+from ingest.mail.mailer import Mailer, loop_is_busy, transport_for
 from ingest.mail.transport import FileTransport
 from ingest.web.keys import CONFIG, LIMITER, METRICS, PEPPER, POOL
 
 log = structlog.get_logger("ingest.mail")
 STOP_SECONDS = 5.0
+BUSY_REQUESTS = 4  # requests in progress in this worker from which mail takes turns with them
 
 
 async def mailing(app: web.Application) -> AsyncIterator[None]:
@@ -27,9 +28,13 @@ async def mailing(app: web.Application) -> AsyncIterator[None]:
     else:
         log.info("mail_via_smtp", host=config.mail.smtp_host, port=config.mail.smtp_port)
     limiter = app[LIMITER]
-    mailer = Mailer(
-        config, app[POOL], app[PEPPER], transport, app[METRICS], busy=lambda: limiter.concurrency.active > 0
-    )
+
+    async def busy() -> bool:
+        # Several requests in progress, or a loop turn that keeps ready work waiting: one
+        # slow upload alone does not hold the mail back.
+        return limiter.concurrency.active >= BUSY_REQUESTS or await loop_is_busy()
+
+    mailer = Mailer(config, app[POOL], app[PEPPER], transport, app[METRICS], busy=busy)
     stop = asyncio.Event()
     task = asyncio.create_task(mailer.run(stop))
     yield
