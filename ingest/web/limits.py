@@ -19,7 +19,7 @@ MAX_BUCKETS = 100_000
 # A locked-out address's 429 waits this long (well inside every request deadline, at
 # least 0.5 s), for at most this many of its requests at once, and this many per worker.
 TARPIT_SECONDS = 0.25
-TARPIT_PER_CLIENT = 8
+TARPIT_PER_CLIENT = 32  # as many as an address may hold open by default (max_concurrent_per_client)
 TARPIT_TOTAL = 256
 
 
