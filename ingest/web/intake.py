@@ -158,18 +158,24 @@ async def receive(request: web.Request) -> web.StreamResponse:
     return web.json_response(_outcome_body(outcome), status=status, headers=headers)
 
 
-def _kind(outcome: Outcome) -> dict[str, str | None]:
+def _label(outcome: Outcome) -> str:
     """How an outcome is counted and logged: a decoy (a bot answered like a success) apart."""
-    if outcome.decoy:
-        return {"outcome": "decoy", "reason": outcome.reason}
-    return {"outcome": outcome.status}
+    return "decoy" if outcome.decoy else outcome.status
+
+
+def _kind(outcome: Outcome) -> dict[str, str | None]:
+    """The log line's facts of an outcome (a decoy's reason: honeypot or too fast)."""
+    return (
+        {"outcome": _label(outcome), "reason": outcome.reason}
+        if outcome.decoy
+        else {"outcome": _label(outcome)}
+    )
 
 
 def _count(request: web.Request, source: Source, outcomes: list[Outcome]) -> None:
     metrics = request.app[METRICS]
     for outcome in outcomes:
-        counted = "decoy" if outcome.decoy else outcome.status
-        metrics.child(metrics.submissions, source.name, source.channel, counted).inc()
+        metrics.child(metrics.submissions, source.name, source.channel, _label(outcome)).inc()
         if outcome.status == "ignored":
             metrics.child(metrics.ignored, source.name, outcome.reason or "unspecified").inc()
 
