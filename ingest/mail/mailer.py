@@ -84,7 +84,7 @@ class Mailer:
         self.transport = transport
         self.metrics = metrics
         self.settings = config.mail
-        self.busy = busy  # whether this process is busy serving requests (loop_is_busy)
+        self.busy = busy  # whether this worker is busy serving requests (web/mailing.py)
 
     async def run_once(self) -> int:
         """One round: lease due mails, send each, record the outcome; return how many were tried."""

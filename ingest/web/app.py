@@ -28,7 +28,7 @@ from ingest.web.openapi import build_spec
 
 log = structlog.get_logger("ingest.app")
 
-REFUSAL_LINES_PER_SECOND = 20  # per kind (route, status, error) and worker; the rest counted
+REFUSAL_LINES_PER_SECOND = 20  # per kind (route, status, error, reason, source) and worker; the rest counted
 POOL_CLOSE_SECONDS = 5.0  # at shutdown; past it, connections are terminated
 
 

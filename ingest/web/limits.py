@@ -110,21 +110,31 @@ class ClientCap:
         self.limit = limit
         self.active: dict[str, int] = {}
 
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        """Hold one of `key`'s slots for the duration of the block."""
+    def take(self, key: str) -> bool:
+        """Take one of `key`'s slots if one is free; say whether it was."""
         count = self.active.get(key, 0)
         if count >= self.limit:
-            raise RateLimited(1)
+            return False
         self.active[key] = count + 1
+        return True
+
+    def give_back(self, key: str) -> None:
+        """Free a slot `take` gave; the address leaves the table with its last one."""
+        left = self.active[key] - 1
+        if left:
+            self.active[key] = left
+        else:
+            del self.active[key]
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Hold one of `key`'s slots for the duration of the block (429 when none is free)."""
+        if not self.take(key):
+            raise RateLimited(1)
         try:
             yield
         finally:
-            left = self.active[key] - 1
-            if left:
-                self.active[key] = left
-            else:
-                del self.active[key]
+            self.give_back(key)
 
 
 class Tarpit:
@@ -138,27 +148,20 @@ class Tarpit:
 
     def __init__(self, seconds: float, per_key: int, total: int) -> None:
         self.seconds = seconds
-        self.per_key = per_key
+        self.places = ClientCap(per_key)  # per address
         self.total = total
-        self.waiting: dict[str, int] = {}
         self.count = 0
 
     async def wait(self, key: str) -> None:
         """Wait `seconds`, or not at all when the address's or the worker's places are taken."""
-        held = self.waiting.get(key, 0)
-        if held >= self.per_key or self.count >= self.total:
+        if self.count >= self.total or not self.places.take(key):
             return
-        self.waiting[key] = held + 1
         self.count += 1
         try:
             await asyncio.sleep(self.seconds)
         finally:
             self.count -= 1
-            left = self.waiting[key] - 1
-            if left:
-                self.waiting[key] = left
-            else:
-                del self.waiting[key]
+            self.places.give_back(key)
 
 
 ACCESS_PER_ADDRESS_PER_HOUR = 3

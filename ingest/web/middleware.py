@@ -96,9 +96,8 @@ def _log_left_out(kind: Any, count: int) -> None:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, render errors as JSON, count and log the request once."""
     given = request.headers.get("X-Request-Id", "")
-    request_id = (
-        given if _REQUEST_ID_RE.match(given) else os.urandom(16).hex()
-    )  # uuid4's 32 hex digits, cheaper
+    # Ours: 32 random hex digits, as uuid4().hex but without building a UUID.
+    request_id = given if _REQUEST_ID_RE.match(given) else os.urandom(16).hex()
     info: dict[str, Any] = {}
     request[LOG_INFO] = info
     started = time.perf_counter()
