@@ -17,6 +17,7 @@ from ingest.group_commit import GroupCommitWriter
 from ingest.logs import RepeatLimiter
 from ingest.metrics import create_metrics
 from ingest.service import IngestService
+from ingest.store.connection import session_settings
 from ingest.store.startup import sync_consent_texts
 from ingest.web import access_pages, admin, form_page, health, intake, link_pages, pages
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, REFUSAL_LOG, SERVICE
@@ -127,6 +128,20 @@ def _response_headers(config: Config) -> _PageHook:
     return hook
 
 
+async def keep_session(_: asyncpg.Connection) -> None:
+    """The serving pool's reset on release: nothing beyond what asyncpg always does.
+
+    asyncpg always rolls back a transaction left open and drops listeners; its default
+    reset then also runs `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    one more round trip and four commands for PostgreSQL on every release (every
+    group-commit batch). The serving code leaves none of that behind: its statements run
+    in transactions or alone, with no setting changed (the pool's own are given when it
+    connects: store.connection.session_settings), no LISTEN, no advisory lock, no cursor outside a transaction
+    (tests/test_pool_reset.py scans for them). Migrations and `ingest crm-tail`, which
+    do take an advisory lock or LISTEN, use connections of their own.
+    """
+
+
 async def database(app: web.Application) -> AsyncIterator[None]:
     """Open the pool, check consent texts against the database, close on shutdown."""
     config = app[CONFIG]
@@ -137,6 +152,8 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         command_timeout=10,
         timeout=5,
         max_inactive_connection_lifetime=60,
+        reset=keep_session,
+        server_settings=session_settings(config.limits.request_deadline_seconds),
     )
     writer = None
     try:

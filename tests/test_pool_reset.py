@@ -1,0 +1,119 @@
+"""The serving pool releases a connection without a reset query, and no session state is left to reset."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from ingest.web.keys import POOL
+from tests.support import sign_standard
+
+URL = "/v1/forms/partner-forms"
+INGEST = Path(__file__).resolve().parents[1] / "ingest"
+# Where a connection of their own takes what a reset would undo (an advisory lock, LISTEN).
+OWN_CONNECTIONS = {"store/migrations.py", "crm_tail.py"}
+# What would outlive a transaction on a pooled connection (asyncpg's default reset undoes
+# it), as it appears in the SQL strings of the code.
+SESSION_STATE = re.compile(
+    r"set_config\([^)]*\bfalse\b|(?:\A|;)\s*SET\s+(?!LOCAL\b)|\bLISTEN\b|pg_advisory_(?:xact_)?lock"
+    r"|\bWITH\s+HOLD\b|\bDISCARD\b|CREATE\s+TEMP",  # SQL keywords in capitals, as the code writes them
+)
+
+
+def session_state_in(source: str) -> list[str]:
+    """The SQL strings (docstrings left out) and listener calls of `source` that leave session state."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if SESSION_STATE.search(node.value):
+                found.append(node.value)
+        elif isinstance(node, ast.Attribute) and node.attr == "add_listener":
+            found.append("add_listener")
+    return found
+
+
+async def _submit(client) -> None:
+    body = json.dumps({"name": "Maija", "email": "maija@example.fi", "message": "Call me."}).encode()
+    response = await client.post(URL, data=body, headers=sign_standard(body))
+    assert response.status == 201
+
+
+async def _idle_app_backends(db, tries: int = 100) -> list[str]:
+    """The last query of each of the app role's backends, once none is running one."""
+    rows = []
+    for _ in range(tries):
+        rows = await db.fetch(
+            "SELECT state, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND usename = 'ingest_test_app'"
+        )
+        if rows and all(r["state"] == "idle" for r in rows):
+            return [r["query"] for r in rows]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the app's connections did not go idle: {rows}")
+
+
+async def test_a_released_connection_was_not_sent_a_reset_query(client, db):
+    await _submit(client)
+    last = await _idle_app_backends(db)
+    # Before: every release sent `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;`.
+    assert not [q for q in last if "RESET ALL" in q or "UNLISTEN" in q], last
+    assert any(q.strip().rstrip(";").upper() == "COMMIT" for q in last), last
+
+
+async def test_the_next_user_of_a_pooled_connection_finds_the_default_settings(client):
+    await _submit(client)
+    async with client.app[POOL].acquire() as conn:
+        # Lock waits are bounded by the pool's own setting (the request deadline, 3 s here).
+        assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "3s"
+        assert await conn.fetchval("SELECT count(*) FROM pg_cursors WHERE name <> ''") == 0
+        assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        assert not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+        )
+
+
+def test_the_serving_code_leaves_no_session_state_on_a_pooled_connection():
+    found = {}
+    for path in sorted(INGEST.rglob("*.py")):
+        relative = path.relative_to(INGEST).as_posix()
+        if relative not in OWN_CONNECTIONS and (hits := session_state_in(path.read_text())):
+            found[relative] = hits
+    # Anything found here must run on a connection of its own, or the pool's reset
+    # (ingest.web.app.keep_session) must undo it.
+    assert found == {}
+
+
+def _calling(sql: str) -> str:
+    return f'async def f(conn):\n    """LISTEN, SET x = 1: a docstring."""\n    await conn.execute({sql!r})\n'
+
+
+def test_the_scan_finds_what_it_looks_for():
+    for statement in (
+        "SELECT set_config('search_path', $1, false)",
+        "SET statement_timeout = 0",
+        "BEGIN; SET SESSION lock_timeout TO 5",
+        "LISTEN crm_submission",
+        "SELECT pg_advisory_lock($1)",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+    ):
+        assert session_state_in(_calling(statement)), statement
+    assert session_state_in("async def f(conn):\n    await conn.add_listener('c', print)\n")
+    assert session_state_in((INGEST / "store" / "migrations.py").read_text())  # it takes an advisory lock
+    for harmless in (
+        "SELECT set_config('lock_timeout', $1, true)",
+        "UPDATE t\n   SET x = 1",
+        "SET LOCAL x = 1",
+    ):
+        assert not session_state_in(_calling(harmless)), harmless
