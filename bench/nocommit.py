@@ -6,6 +6,9 @@ except that a batch is answered "created" without touching PostgreSQL. Only the
 benchmark starts it; the workers fork from this process and inherit the patch.
 
     .venv/bin/python bench/nocommit.py --config bench.toml serve --no-migrate
+
+For the experiments docs/performance.md reports as tried: EXP_GC_OFF=1 turns the
+garbage collector off, EXP_UVLOOP=1 runs on uvloop (pip install uvloop; not a dependency).
 """
 
 from __future__ import annotations
