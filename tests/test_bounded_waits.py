@@ -23,7 +23,9 @@ import psutil
 import pytest
 
 from ingest.config import Limits
+from ingest.deadlines import loop_time
 from ingest.errors import ConfigError
+from ingest.store.connection import TRANSIENT_ERRORS, Bounded, bounded_transaction
 from tests.support import (
     ADMIN_TOKEN,
     LIVE_CONFIG_TOML,
@@ -153,6 +155,38 @@ async def test_with_the_feed_lock_held_a_submission_is_answered_503_within_the_d
     await asyncio.sleep(0.5)  # a write cut by the deadline must not commit after the lock is free
     stored = [str(r["submission_id"]) for r in await db.fetch("SELECT submission_id FROM ingest.submissions")]
     assert stored == [created["submission_id"]]
+
+
+async def test_an_attempt_cut_off_behind_a_held_lock_leaves_no_backend_waiting_for_it(
+    db_dsn, lock_holder, db
+):
+    # Our clock ends the attempt by dropping its connection, and no cancel reaches the
+    # server then: only the attempt's own lock_timeout (the time it had left) stops its
+    # backend waiting on, holding what it had locked, after the caller was answered.
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
+    try:
+        where = Bounded(pool, None, set())
+        deadline = loop_time() + 0.5
+
+        async def take_the_feed_lock(conn) -> None:
+            await conn.execute("SELECT id FROM ingest.feed_lock FOR UPDATE")
+
+        with pytest.raises(TRANSIENT_ERRORS):
+            await bounded_transaction(where, deadline, take_the_feed_lock)
+        answered = loop_time()
+        assert answered - deadline < 0.25
+        waiting = None
+        for _ in range(20):  # 0.4 s after the answer at most
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting == 0  # before: still waiting for the lock until its holder let go (10 s)
+    finally:
+        await asyncio.wait_for(pool.close(), 5)
 
 
 async def _client_post(client) -> tuple[int, float, dict, dict[str, str]]:

@@ -18,9 +18,11 @@ OWN_CONNECTIONS = {"store/migrations.py", "crm_tail.py"}
 # What would outlive a transaction on a pooled connection (asyncpg's default reset undoes
 # it), as it appears in the SQL strings of the code.
 SESSION_STATE = re.compile(
-    r"set_config\([^)]*\bfalse\b|(?:\A|;)\s*SET\s+(?!LOCAL\b)|\bLISTEN\b|pg_advisory_(?:xact_)?lock"
-    r"|\bWITH\s+HOLD\b|\bDISCARD\b|CREATE\s+TEMP",  # SQL keywords in capitals, as the code writes them
-)
+    r"set_config\((?![^)]*,\s*true\s*\))"  # a setting not for the transaction only
+    r"|(?:\A|;)\s*(?:--[^\n]*\n\s*)*SET\s+(?!LOCAL\b)"  # SET, SET SESSION, SET ROLE
+    r"|\bLISTEN\b|pg_(?:try_)?advisory_lock|\bWITH\s+HOLD\b|\bDISCARD\b|\bPREPARE\s+\w"
+    r"|\bCREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP|\bINTO\s+TEMP",
+)  # SQL keywords in capitals, as the code writes them; the runtime test below sees the rest
 
 
 def session_state_in(source: str) -> list[str]:
@@ -72,12 +74,23 @@ async def test_a_released_connection_was_not_sent_a_reset_query(client, db):
     assert any(q.strip().rstrip(";").upper() == "COMMIT" for q in last), last
 
 
-async def test_the_next_user_of_a_pooled_connection_finds_the_default_settings(client):
+async def test_the_next_user_of_a_pooled_connection_finds_the_session_as_it_connected(client):
     await _submit(client)
+    assert (await client.post(URL, data=b"{}", headers={"Content-Type": "application/json"})).status == 401
+    assert (await client.get("/readyz")).status == 200
     async with client.app[POOL].acquire() as conn:
-        # Lock waits are bounded by the pool's own setting (the request deadline, 3 s here).
-        assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "3s"
+        # The writer bounds its lock waits with set_config(..., true): for its transaction only.
+        assert await conn.fetchval("SELECT current_setting('lock_timeout')") == "0"
+        changed = await conn.fetch(
+            "SELECT name FROM pg_settings WHERE source = 'session' AND name <> 'jit'"
+        )  # asyncpg's type introspection turns jit off and back, at session level, by design
+        assert changed == []
+        assert await conn.fetchval("SELECT current_user = session_user")
         assert await conn.fetchval("SELECT count(*) FROM pg_cursors WHERE name <> ''") == 0
+        assert await conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE from_sql") == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()") == 0
+        )
         assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
         assert not await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
@@ -102,17 +115,24 @@ def _calling(sql: str) -> str:
 def test_the_scan_finds_what_it_looks_for():
     for statement in (
         "SELECT set_config('search_path', $1, false)",
+        "SELECT set_config($1, $2, $3)",
         "SET statement_timeout = 0",
+        "-- a comment\nSET ROLE someone",
         "BEGIN; SET SESSION lock_timeout TO 5",
         "LISTEN crm_submission",
         "SELECT pg_advisory_lock($1)",
+        "SELECT pg_try_advisory_lock($1)",
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "PREPARE q AS SELECT 1",
+        "CREATE TEMP TABLE t (x int)",
+        "SELECT 1 INTO TEMP t",
     ):
         assert session_state_in(_calling(statement)), statement
     assert session_state_in("async def f(conn):\n    await conn.add_listener('c', print)\n")
     assert session_state_in((INGEST / "store" / "migrations.py").read_text())  # it takes an advisory lock
     for harmless in (
         "SELECT set_config('lock_timeout', $1, true)",
+        "SELECT pg_advisory_xact_lock($1)",
         "UPDATE t\n   SET x = 1",
         "SET LOCAL x = 1",
     ):

@@ -57,17 +57,17 @@ MIN_ATTEMPT_SECONDS = 0.05  # no attempt is started with less time than this lef
 RELEASE_TIMEOUT_SECONDS = 2.0  # resetting a pooled connection; past it, the connection is dropped
 
 
-# Only a lock wait is bounded by the server: `lock_timeout`, a setting of the serving
-# pool's connections (web/app.py, the request deadline), so that no transaction spends a
-# round trip on setting it. Within an attempt our own clock cuts it shorter
-# (asyncio.timeout_at, which cancels and drops the connection), as it does every
-# statement and the COMMIT. A server-side statement_timeout would also fire while a
-# COMMIT waits for the synchronous standby, and PostgreSQL then reports that COMMIT as
-# done ("canceling wait for synchronous replication"): a 2xx for a row on one server
-# only. Cut off by our clock instead, the answer is a 503.
-def session_settings(deadline_seconds: float) -> dict[str, str]:
-    """The serving pool's connection settings: lock waits bounded by the request deadline."""
-    return {"lock_timeout": f"{max(1, int(deadline_seconds * 1000))}ms"}
+# SET LOCAL cannot take parameters; set_config(..., true) is the same, parameterised.
+# Only a lock wait is bounded by the server: a statement, and the COMMIT, are bounded by
+# our own clock (asyncio.timeout_at, which cancels them). A server-side statement_timeout
+# would also fire while a COMMIT waits for the synchronous standby, and PostgreSQL then
+# reports that COMMIT as done ("canceling wait for synchronous replication"): a 2xx for a
+# row on one server only. Cut off by our clock instead, the answer is a 503.
+# Set in each attempt, to the time it has left, not once as a connection setting: an
+# attempt cut off by our clock drops its connection without a cancel reaching the
+# server, and its backend would wait on for a lock (holding the feed lock, stalling
+# intake) for as long as a connection-wide lock_timeout allows.
+TRANSACTION_TIMEOUTS = "SELECT set_config('lock_timeout', $1, true)"
 
 
 class WriteHealth:
@@ -138,6 +138,7 @@ async def bounded_transaction(
     try:
         async with asyncio.timeout_at(deadline):
             await transaction.start()
+            await conn.execute(TRANSACTION_TIMEOUTS, str(max(1, int((deadline - loop_time()) * 1000))))
             result = await work(conn)
             await transaction.commit()
     except BaseException as exc:

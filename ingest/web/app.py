@@ -17,7 +17,6 @@ from ingest.group_commit import GroupCommitWriter
 from ingest.logs import RepeatLimiter
 from ingest.metrics import create_metrics
 from ingest.service import IngestService
-from ingest.store.connection import session_settings
 from ingest.store.startup import sync_consent_texts
 from ingest.web import access_pages, admin, form_page, health, intake, link_pages, pages
 from ingest.web.keys import CONFIG, DSN, LIMITER, METRICS, PEPPER, POOL, REFUSAL_LOG, SERVICE
@@ -134,11 +133,12 @@ async def keep_session(_: asyncpg.Connection) -> None:
     asyncpg always rolls back a transaction left open and drops listeners; its default
     reset then also runs `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
     one more round trip and four commands for PostgreSQL on every release (every
-    group-commit batch). The serving code leaves none of that behind: its statements run
-    in transactions or alone, with no setting changed (the pool's own are given when it
-    connects: store.connection.session_settings), no LISTEN, no advisory lock, no cursor outside a transaction
-    (tests/test_pool_reset.py scans for them). Migrations and `ingest crm-tail`, which
-    do take an advisory lock or LISTEN, use connections of their own.
+    group-commit batch). The serving code leaves none of that behind: its statements
+    run in transactions or alone, with transaction-local settings only
+    (set_config(..., true)), no LISTEN, no session-level advisory lock, no cursor
+    outside a transaction, no temporary table (tests/test_pool_reset.py checks).
+    Migrations and `ingest crm-tail`, which take an advisory lock or LISTEN, use
+    connections of their own.
     """
 
 
@@ -153,7 +153,6 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         timeout=5,
         max_inactive_connection_lifetime=60,
         reset=keep_session,
-        server_settings=session_settings(config.limits.request_deadline_seconds),
     )
     writer = None
     try:
